@@ -1,0 +1,59 @@
+# tokenbus: `make run` starts everything locally; `make test` runs the whole suite.
+SHELL := /bin/bash
+UV ?= uv
+PY := $(UV) run --frozen
+KAFKA_POM := infra/kafka/pom.xml
+KAFKA_LIBS := infra/kafka/.libs
+KAFKA_DATA ?= .kafka-data
+PYTEST_ARGS ?=
+
+.PHONY: help install kafka-jars kafka-up kafka-down kafka-status topics run test test-unit \
+        test-kafka test-e2e asyncapi lint fmt clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## Python deps from the lockfile into .venv
+	$(UV) sync --frozen
+
+$(KAFKA_LIBS)/.done: $(KAFKA_POM)
+	mvn -B -q -f $(KAFKA_POM) dependency:copy-dependencies
+	touch $@
+
+kafka-jars: $(KAFKA_LIBS)/.done ## Fetch Apache Kafka's jars with Maven (cached in ~/.m2)
+
+kafka-up: install kafka-jars ## Start the local KRaft broker on 127.0.0.1:9092 and create topics
+	$(PY) python -m infra.kafka.local up --data-dir $(KAFKA_DATA)
+
+kafka-down: ## Stop the local broker
+	$(PY) python -m infra.kafka.local down --data-dir $(KAFKA_DATA)
+
+kafka-status:
+	$(PY) python -m infra.kafka.local status --data-dir $(KAFKA_DATA)
+
+topics: install ## Create the registry's topics on $$KAFKA_BOOTSTRAP_SERVERS (idempotent)
+	$(PY) tokenbus topics
+
+run: install kafka-jars ## Broker, llmsim (or OpenAI), inference and gateway; Ctrl-C stops all
+	$(PY) tokenbus dev
+
+test: install kafka-jars ## The whole suite: unit, real-broker integration, end to end
+	$(PY) pytest $(PYTEST_ARGS)
+
+test-unit: install ## Fast tests, no broker
+	$(PY) pytest -m "not kafka and not e2e" $(PYTEST_ARGS)
+
+test-kafka: install kafka-jars ## Real-broker tests only
+	$(PY) pytest -m "kafka" $(PYTEST_ARGS)
+
+asyncapi: install ## Regenerate docs/asyncapi.yaml from the FastStream apps
+	$(PY) faststream docs gen --factory services.asyncapi:create_app --yaml -o docs/asyncapi.yaml
+
+lint: install
+	$(PY) ruff check .
+
+fmt: install
+	$(PY) ruff check --fix .
+
+clean:
+	rm -rf .run $(KAFKA_DATA) .pytest_cache

@@ -1,0 +1,45 @@
+"""Event contracts and the topic registry: the only code every tokenbus service imports."""
+
+from contracts.base import Event, utcnow
+from contracts.chat import ChatRequested, Message
+from contracts.control import CancelRequested
+from contracts.dead_letter import DeadLetter
+from contracts.errors import ErrorCode
+from contracts.stream import (
+    STREAM_EVENT,
+    TERMINAL_TYPES,
+    Completed,
+    Delta,
+    Failed,
+    Started,
+    StreamEvent,
+    TokenUsage,
+)
+from contracts.request_id import RequestRef, new_request_id, parse_request_id
+from contracts.topics import TOPICS, Topic, Topics
+from contracts.usage import UsageRecorded
+
+__all__ = [
+    "STREAM_EVENT",
+    "TERMINAL_TYPES",
+    "TOPICS",
+    "CancelRequested",
+    "ChatRequested",
+    "Completed",
+    "DeadLetter",
+    "Delta",
+    "ErrorCode",
+    "Event",
+    "Failed",
+    "Message",
+    "RequestRef",
+    "Started",
+    "StreamEvent",
+    "TokenUsage",
+    "Topic",
+    "Topics",
+    "UsageRecorded",
+    "new_request_id",
+    "parse_request_id",
+    "utcnow",
+]

@@ -1,0 +1,67 @@
+"""Stream events a worker publishes per request: started, delta..., completed | failed."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from contracts.base import Event
+from contracts.errors import ErrorCode
+
+
+class TokenUsage(BaseModel):
+    """Token counts as the backend reported them (or as counted, when `estimated`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = Field(default=0, ge=0, description="Tokens in the prompt")
+    completion_tokens: int = Field(default=0, ge=0, description="Tokens generated")
+    total_tokens: int = Field(default=0, ge=0, description="Sum of both")
+    estimated: bool = Field(default=False, description="True when counted, not from the backend")
+
+
+class _StreamEventBase(Event):
+    seq: int = Field(ge=0, description="Position in the request's stream, from 0")
+    attempt: str = Field(description="Id of the worker attempt that produced the event")
+
+
+class Started(_StreamEventBase):
+    """The worker took the request and chose a backend."""
+
+    type: Literal["started"] = "started"
+    model: str = Field(description="Concrete model that answers")
+    tier: str = Field(description="Tier the request was routed to")
+    route_reason: str = Field(default="explicit", description="Why this tier: explicit | score")
+    route_score: float | None = Field(default=None, description="Complexity score, for `auto`")
+    created: int = Field(description="Unix time of the generation, as in OpenAI's `created`")
+
+
+class Delta(_StreamEventBase):
+    """One or more tokens of the answer (several when the worker coalesces)."""
+
+    type: Literal["delta"] = "delta"
+    content: str = Field(description="Text to append to the answer")
+    role: Literal["assistant"] | None = Field(default=None, description="Set on the first delta")
+
+
+class Completed(_StreamEventBase):
+    """The answer ended normally (or was cancelled)."""
+
+    type: Literal["completed"] = "completed"
+    finish_reason: str = Field(description="stop | length | content_filter | cancelled | ...")
+    usage: TokenUsage = Field(description="Token counts of the whole answer")
+
+
+class Failed(_StreamEventBase):
+    """The answer cannot be finished; the client should retry if `retryable`."""
+
+    type: Literal["failed"] = "failed"
+    code: ErrorCode = Field(description="Machine-readable reason")
+    message: str = Field(description="Human-readable reason; never contains secrets")
+    retryable: bool = Field(description="Whether sending the request again may succeed")
+    usage: TokenUsage | None = Field(default=None, description="Partial usage, if any")
+
+
+StreamEvent = Annotated[Started | Delta | Completed | Failed, Field(discriminator="type")]
+STREAM_EVENT: TypeAdapter[StreamEvent] = TypeAdapter(StreamEvent)
+
+TERMINAL_TYPES = frozenset({"completed", "failed"})

@@ -1,0 +1,52 @@
+"""The topic registry: every Kafka topic's name, key, partitions and value model, once."""
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from contracts.chat import ChatRequested
+from contracts.control import CancelRequested
+from contracts.dead_letter import DeadLetter
+from contracts.usage import UsageRecorded
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One topic: `name` as deployed (with any prefix), and how it is keyed and sized."""
+
+    name: str
+    key: str
+    partitions: int
+    value: type[BaseModel] | str
+    retention_ms: int | None = None
+
+    def prefixed(self, prefix: str) -> "Topic":
+        return Topic(prefix + self.name, self.key, self.partitions, self.value, self.retention_ms)
+
+
+_HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """All topics; `with_prefix` gives an isolated copy (tests, multi-tenant clusters)."""
+
+    requests: Topic = Topic("llm.requests", "request_id", 12, ChatRequested)
+    tokens: Topic = Topic("llm.tokens", "request_id", 4, "StreamEvent", retention_ms=24 * _HOUR_MS)
+    control: Topic = Topic("llm.control", "request_id", 1, CancelRequested, retention_ms=_HOUR_MS)
+    usage: Topic = Topic("llm.usage", "tenant_id", 6, UsageRecorded)
+    requests_dlq: Topic = Topic("llm.requests.dlq", "request_id", 1, DeadLetter)
+
+    def with_prefix(self, prefix: str) -> "Topics":
+        if not prefix:
+            return self
+        return Topics(**{name: topic.prefixed(prefix) for name, topic in self.items()})
+
+    def items(self) -> list[tuple[str, Topic]]:
+        return [(name, getattr(self, name)) for name in self.__dataclass_fields__]
+
+    def all(self) -> list[Topic]:
+        return [topic for _, topic in self.items()]
+
+
+TOPICS = Topics()

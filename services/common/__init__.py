@@ -1,0 +1,1 @@
+"""Small utilities every service shares: settings mixins, logging, telemetry, health, Kafka."""

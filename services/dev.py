@@ -1,0 +1,65 @@
+"""`tokenbus dev`: the whole local system as processes; waits for /readyz; clean Ctrl-C."""
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from services.procs import ServiceFailed, ServiceProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = ROOT / ".run"
+
+
+def _plan(bootstrap: str, gateway_nodes: int) -> list[ServiceProcess]:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    uses_sim = os.environ.get("TOKENBUS_MODELS", "sim" if not os.environ.get("OPENAI_API_KEY") else "openai") == "sim"
+    plan = [ServiceProcess("llmsim", ["llmsim"], 8090)] if uses_sim else []
+    plan.append(ServiceProcess("inference", ["inference"], 8070, env))
+    for k in range(gateway_nodes):
+        plan.append(ServiceProcess(f"gateway-{k}", ["gateway", "--partitions", str(k)],
+                                   8080 + 100 * k, {**env, "TOKENBUS_PORT": str(8080 + 100 * k)}))
+    return plan
+
+
+def run_dev(start_kafka: bool = True) -> int:
+    from infra.kafka.local import LocalBroker
+
+    RUN_DIR.mkdir(exist_ok=True)
+    broker = LocalBroker(RUN_DIR / "kafka", log_file=RUN_DIR / "kafka.log") if start_kafka else None
+    bootstrap = broker.bootstrap if broker else os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    procs: list[ServiceProcess] = []
+    try:
+        if broker:
+            print(f"starting Kafka on {bootstrap} (log: {RUN_DIR / 'kafka.log'})", flush=True)
+            broker.start()
+        for proc in _plan(bootstrap, int(os.environ.get("GATEWAY_NODES", "1"))):
+            proc.log_path = RUN_DIR / f"{proc.name}.log"
+            procs.append(proc.start())
+        for proc in procs:
+            proc.wait_ready(timeout=120)
+        _banner(procs)
+        stop.wait()
+        return 0
+    except ServiceFailed as exc:
+        print(f"tokenbus dev: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("\nstopping...", flush=True)
+        for proc in reversed(procs):
+            proc.stop()
+        if broker:
+            broker.stop()
+
+
+def _banner(procs: list[ServiceProcess]) -> None:
+    lines = ["", "tokenbus is up:"]
+    for proc in procs:
+        lines.append(f"  {proc.name:<12} {proc.url}   (log: .run/{proc.name}.log)")
+    gateway = next(p for p in procs if p.name.startswith("gateway"))
+    lines += ["", f"  OpenAI base URL: {gateway.url}/v1", "  Ctrl-C stops everything.", ""]
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,105 @@
+"""Per-request subscriber registry with bounded buffers; a slow watcher is dropped alone."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from contracts import StreamEvent
+from services.fanout.sequencer import Sequencer
+
+
+class SubscriberDropped(Exception):
+    """The watcher fell too far behind; it can resume from the last event it got."""
+
+
+class Subscription:
+    """One watcher of one request: an async iterator of its events, ending after the last."""
+
+    def __init__(self, hub: "Hub", request_id: str, buffer: int) -> None:
+        self.request_id = request_id
+        self._hub = hub
+        self._queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue(maxsize=buffer)
+        self.dropped = False
+
+    def push(self, event: StreamEvent | None) -> None:
+        if self.dropped:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Never wait for a slow reader: that would stall every other request on the node.
+            self.dropped = True
+            self._queue = asyncio.Queue(maxsize=1)
+            self._queue.put_nowait(None)
+
+    async def next(self) -> StreamEvent | None:
+        """The next event; None once the stream is over; raises if this watcher was dropped."""
+        event = await self._queue.get()
+        if event is None and self.dropped:
+            raise SubscriberDropped(self.request_id)
+        return event
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        while (event := await self.next()) is not None:
+            yield event
+            if event.type in ("completed", "failed"):
+                return
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class _Watched:
+    __slots__ = ("sequencer", "subscribers")
+
+    def __init__(self) -> None:
+        self.sequencer = Sequencer()
+        self.subscribers: list[Subscription] = []
+
+
+class Hub:
+    """Routes events by request id; register a subscription before publishing the request."""
+
+    def __init__(self, buffer: int = 1024) -> None:
+        self._buffer = buffer
+        self._watched: dict[str, _Watched] = {}
+
+    def subscribe(self, request_id: str) -> Subscription:
+        sub = Subscription(self, request_id, self._buffer)
+        self._watched.setdefault(request_id, _Watched()).subscribers.append(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        watched = self._watched.get(sub.request_id)
+        if watched is None:
+            return
+        if sub in watched.subscribers:
+            watched.subscribers.remove(sub)
+        if not watched.subscribers:
+            del self._watched[sub.request_id]
+
+    def is_watched(self, request_id: str) -> bool:
+        return request_id in self._watched
+
+    def publish(self, event: StreamEvent) -> None:
+        watched = self._watched.get(event.request_id)
+        if watched is None:
+            return
+        delivered = watched.sequencer.accept(event)
+        if delivered is None:
+            return
+        for sub in watched.subscribers:
+            sub.push(delivered)
+
+    @property
+    def watched_requests(self) -> int:
+        return len(self._watched)
+
+    @property
+    def subscriptions(self) -> int:
+        return sum(len(w.subscribers) for w in self._watched.values())

@@ -1,0 +1,82 @@
+"""Reads a node's reply partitions of `llm.tokens` (assigned, no group) into the hub."""
+
+import asyncio
+import contextlib
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from contracts import STREAM_EVENT
+from services.fanout.hub import Hub
+
+log = structlog.get_logger("fanout")
+
+
+class ReplyReader:
+    """Tails this node's partitions from their end; only watched requests are decoded."""
+
+    def __init__(self, hub: Hub, bootstrap: str, topic: str, partitions: list[int],
+                 client_id: str) -> None:
+        self._hub = hub
+        self._partitions = [TopicPartition(topic, p) for p in partitions]
+        self._consumer_args = {
+            "bootstrap_servers": bootstrap, "group_id": None, "enable_auto_commit": False,
+            "client_id": client_id, "fetch_min_bytes": 1, "fetch_max_wait_ms": 100,
+            "auto_offset_reset": "latest",
+        }
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.ready = False
+        self.malformed = 0
+
+    @property
+    def partitions(self) -> list[int]:
+        return [tp.partition for tp in self._partitions]
+
+    async def start(self) -> None:
+        # aiokafka binds to the running loop at construction, so build it here.
+        self._consumer = AIOKafkaConsumer(**self._consumer_args)
+        await self._consumer.start()
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_end(*self._partitions)
+        # Resolve positions now, so an event published right after startup is not skipped.
+        for tp in self._partitions:
+            await self._consumer.position(tp)
+        self.ready = True
+        self._task = asyncio.create_task(self._run(), name="reply-reader")
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000, max_records=2000)
+            except KafkaError as exc:
+                log.warning("reply_fetch_failed", error=type(exc).__name__)
+                await asyncio.sleep(0.5)  # back off from a broker outage, do not spin
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._dispatch(record.key, record.value)
+
+    def _dispatch(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None or not self._hub.is_watched(key.decode(errors="replace")):
+            return
+        try:
+            event = STREAM_EVENT.validate_json(value)
+        except ValidationError as exc:
+            self.malformed += 1
+            log.error("malformed_stream_event", request_id=key.decode(errors="replace"),
+                      error=str(exc)[:500])
+            return
+        self._hub.publish(event)

@@ -1,0 +1,1 @@
+"""The edge: OpenAI-compatible HTTP API, SSE and WebSocket, publishing to Kafka."""

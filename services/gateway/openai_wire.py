@@ -1,0 +1,99 @@
+"""OpenAI's chat-completions HTTP shapes: the request model and chunk/response builders."""
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from contracts import Message, TokenUsage
+
+# Fields the gateway acts on itself; every other field the client sent is passed through.
+OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: StrictBool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The request body; unknown fields are kept and forwarded, as OpenAI accepts them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: StrictStr = Field(min_length=1, max_length=256)
+    messages: list[Message] = Field(min_length=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1, le=1, description="Only one choice is supported")
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def passthrough_params(self) -> dict[str, Any]:
+        sent = self.model_dump(mode="json", exclude_unset=True)
+        return {k: v for k, v in sent.items() if k not in OWN_FIELDS}
+
+
+class ChunkFormatter:
+    """Builds `chat.completion.chunk` JSON by string concatenation: this runs once per token."""
+
+    __slots__ = ("_prefix", "_suffix")
+
+    def __init__(self, request_id: str, created: int, model: str, include_usage: bool) -> None:
+        self._prefix = (
+            f'{{"id":{json.dumps(request_id)},"object":"chat.completion.chunk",'
+            f'"created":{created},"model":{json.dumps(model)},"system_fingerprint":null,'
+            '"choices":['
+        )
+        self._suffix = '],"usage":null}' if include_usage else "]}"
+
+    def _choice(self, delta: str, finish: str = "null") -> str:
+        return (f'{self._prefix}{{"index":0,"delta":{delta},"logprobs":null,'
+                f'"finish_reason":{finish}}}{self._suffix}')
+
+    def role(self) -> str:
+        return self._choice('{"role":"assistant","content":""}')
+
+    def content(self, text: str) -> str:
+        return self._choice(f'{{"content":{json.dumps(text)}}}')
+
+    def finish(self, reason: str) -> str:
+        return self._choice("{}", json.dumps(reason))
+
+    def usage(self, usage: TokenUsage) -> str:
+        return f"{self._prefix}],\"usage\":{usage_json(usage)}}}"
+
+
+def usage_json(usage: TokenUsage) -> str:
+    return json.dumps(usage_dict(usage))
+
+
+def usage_dict(usage: TokenUsage) -> dict[str, int]:
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+def completion_body(request_id: str, created: int, model: str, text: str, finish_reason: str,
+                    usage: TokenUsage) -> dict[str, Any]:
+    """A whole `chat.completion` object, for `stream: false`."""
+    return {
+        "id": request_id, "object": "chat.completion", "created": created, "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                             "refusal": None},
+                     "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage_dict(usage),
+    }
+
+
+def stream_error(code: str, message: str) -> str:
+    """An error inside an SSE stream; the OpenAI SDKs raise it as an APIError."""
+    return json.dumps({"error": {"message": message, "type": "api_error", "param": None,
+                                 "code": code}})

@@ -1,0 +1,23 @@
+"""Publishes ChatRequested and CancelRequested (topics from the registry)."""
+
+from faststream.kafka import KafkaBroker
+
+from contracts import CancelRequested, ChatRequested, Topics
+
+
+class RequestPublisher:
+    """The gateway's only writes to Kafka."""
+
+    def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
+        self._broker = broker
+        self._requests = broker.publisher(topics.requests.name, title="chat_requested",
+                                          schema=ChatRequested)
+        self._control = broker.publisher(topics.control.name, title="cancel_requested",
+                                         schema=CancelRequested)
+
+    async def chat(self, request: ChatRequested) -> None:
+        await self._requests.publish(request, key=request.request_id.encode())
+
+    async def cancel(self, request_id: str, reason: str) -> None:
+        command = CancelRequested(request_id=request_id, reason=reason)
+        await self._control.publish(command, key=request_id.encode())

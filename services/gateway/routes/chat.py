@@ -1,0 +1,148 @@
+"""POST /v1/chat/completions: publish the request, then stream (or collect) its events."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from contracts import ChatRequested, Completed, ErrorCode, Failed, Started, new_request_id
+from services.common.logging import bind_request
+from services.fanout.hub import Subscription, SubscriberDropped
+from services.gateway.auth import TenantDep
+from services.gateway.errors import ApiError, error_for_code
+from services.gateway.node import GatewayNode, NodeDep
+from services.gateway.openai_wire import (
+    ChatCompletionRequest,
+    ChunkFormatter,
+    completion_body,
+    stream_error,
+)
+
+router = APIRouter()
+log = structlog.get_logger("gateway")
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, tenant: TenantDep, node: NodeDep
+) -> EventSourceResponse | JSONResponse:
+    partition = node.reply_partition()
+    request_id = new_request_id(partition, int(time.time() * 1000))
+    with bind_request(request_id=request_id):
+        sub = node.hub.subscribe(request_id)
+        try:
+            started = await _submit(node, sub, ChatRequested(
+                request_id=request_id, tenant_id=tenant, model=body.model,
+                messages=tuple(body.messages), params=body.passthrough_params(),
+                stream=body.stream, reply_partition=partition,
+            ))
+        except BaseException:
+            sub.close()
+            raise
+        headers = {"x-request-id": request_id, "x-tokenbus-route": started.tier,
+                   "x-tokenbus-model": started.model}
+        if body.stream:
+            fmt = ChunkFormatter(request_id, started.created, started.model, body.include_usage)
+            frames = _sse_frames(sub, started, fmt, body.include_usage, node.settings.idle_timeout_s)
+            return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
+        with sub:
+            return JSONResponse(await _collect(sub, started, node.settings.idle_timeout_s),
+                                headers=headers)
+
+
+async def _submit(node: GatewayNode, sub: Subscription, request: ChatRequested) -> Started:
+    """Publish and wait for the worker's `started` (so route headers can be sent)."""
+    try:
+        await node.publisher.chat(request)
+    except KafkaError as exc:
+        log.error("publish_failed", error=type(exc).__name__)
+        raise ApiError(503, "The request queue is unavailable; try again.", type_="api_error",
+                       code="service_unavailable") from exc
+    log.info("request_published", tenant=request.tenant_id, model=request.model)
+    try:
+        async with asyncio.timeout(node.settings.first_event_timeout_s):
+            first = await sub.next()
+    except TimeoutError as exc:
+        await node.publisher.cancel(request.request_id, reason="no_worker")
+        raise ApiError(503, "No inference worker took the request in time; try again.",
+                       type_="api_error", code=ErrorCode.OVERLOADED.value) from exc
+    if isinstance(first, Failed):
+        raise error_for_code(first.code, first.message)
+    if not isinstance(first, Started):
+        raise ApiError(502, "The stream began out of order.", type_="api_error",
+                       code=ErrorCode.INTERNAL.value)
+    return first
+
+
+def _frame(data: str, id: str | None = None) -> ServerSentEvent:
+    # LF framing, as OpenAI sends it (sse-starlette defaults to CRLF per event).
+    return ServerSentEvent(data, id=id, sep="\n")
+
+
+async def _next(sub: Subscription, idle_timeout_s: float) -> Any:
+    async with asyncio.timeout(idle_timeout_s):
+        return await sub.next()
+
+
+async def _sse_frames(
+    sub: Subscription, started: Started, fmt: ChunkFormatter, include_usage: bool,
+    idle_timeout_s: float,
+) -> AsyncIterator[ServerSentEvent | str]:
+    with sub:
+        yield _frame(fmt.role(), id=str(started.seq))
+        while True:
+            try:
+                event = await _next(sub, idle_timeout_s)
+            except TimeoutError:
+                yield _frame(stream_error(ErrorCode.STREAM_TIMEOUT.value,
+                                                   "the answer stalled; resume or retry"))
+                return
+            except SubscriberDropped:
+                yield _frame(stream_error("slow_consumer",
+                                                   "client too slow; resume from the last id"))
+                return
+            if event is None:
+                return
+            if event.type == "delta":
+                yield _frame(fmt.content(event.content), id=str(event.seq))
+            elif isinstance(event, Completed):
+                # One event, two frames: the id goes on the last so resume never splits them.
+                if include_usage:
+                    yield _frame(fmt.finish(event.finish_reason))
+                    yield _frame(fmt.usage(event.usage), id=str(event.seq))
+                else:
+                    yield _frame(fmt.finish(event.finish_reason), id=str(event.seq))
+                yield _frame("[DONE]")
+                return
+            elif isinstance(event, Failed):
+                yield _frame(stream_error(event.code.value, event.message), id=str(event.seq))
+                return
+
+
+async def _collect(sub: Subscription, started: Started, idle_timeout_s: float) -> dict[str, Any]:
+    parts: list[str] = []
+    while True:
+        try:
+            event = await _next(sub, idle_timeout_s)
+        except TimeoutError as exc:
+            raise ApiError(504, "The answer stalled.", type_="api_error",
+                           code=ErrorCode.STREAM_TIMEOUT.value) from exc
+        except SubscriberDropped as exc:
+            raise ApiError(502, "The answer could not be buffered.", type_="api_error",
+                           code=ErrorCode.OVERLOADED.value) from exc
+        if event is None:
+            raise ApiError(502, "The stream ended early.", type_="api_error",
+                           code=ErrorCode.INTERNAL.value)
+        if event.type == "delta":
+            parts.append(event.content)
+        elif isinstance(event, Failed):
+            raise error_for_code(event.code, event.message)
+        elif isinstance(event, Completed):
+            return completion_body(sub.request_id, started.created, started.model, "".join(parts),
+                                   event.finish_reason, event.usage)

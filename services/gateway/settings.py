@@ -1,0 +1,37 @@
+"""GatewaySettings: listener, reply partitions, tenants, stream limits."""
+
+from pydantic import Field
+
+from services.common.settings import (
+    HttpSettings,
+    KafkaSettings,
+    LogSettings,
+    ModelsSettings,
+    TelemetrySettings,
+)
+
+
+class GatewaySettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySettings, ModelsSettings):
+    """One gateway node; each node owns the reply partitions it names."""
+
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port", examples=[8080])
+    reply_partitions: list[int] = Field(
+        default=[0],
+        min_length=1,
+        description="Partitions of llm.tokens this node reads (disjoint across nodes)",
+        examples=[[0], [1, 3]],
+    )
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="API key -> tenant; empty = open development mode (tenant 'dev')",
+        examples=[{"sk-dev": "dev"}],
+    )
+    subscriber_buffer: int = Field(
+        default=1024, ge=16, description="Events buffered per watcher before it is dropped"
+    )
+    first_event_timeout_s: float = Field(
+        default=60.0, gt=0, description="Give up (503) if no worker takes the request by then"
+    )
+    idle_timeout_s: float = Field(
+        default=120.0, gt=0, description="End a stream with an error after this long silent"
+    )

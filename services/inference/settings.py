@@ -1,0 +1,33 @@
+"""InferenceSettings: consumer group, concurrency, coalescing, backends."""
+
+from pydantic import Field
+
+from services.common.settings import (
+    HttpSettings,
+    KafkaSettings,
+    LogSettings,
+    ModelsSettings,
+    TelemetrySettings,
+)
+
+
+class InferenceSettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySettings, ModelsSettings):
+    """One worker process; run more of them to scale (they share the consumer group)."""
+
+    port: int = Field(default=8070, ge=0, le=65535, description="Health and metrics port")
+    group_id: str = Field(default="inference", description="Kafka consumer group of the workers")
+    max_concurrency: int = Field(
+        default=256, ge=1, description="Generations one worker runs at once; full = stop fetching"
+    )
+    coalesce_ms: float = Field(
+        default=0.0, ge=0, description="Merge tokens into one delta per window (0 = one per token)"
+    )
+    stale_after_s: float = Field(
+        default=300.0, gt=0, description="A request older than this is failed, not generated"
+    )
+    drain_timeout_s: float = Field(
+        default=30.0, ge=0, description="On shutdown, how long in-flight generations may finish"
+    )
+    session_timeout_ms: int = Field(
+        default=10_000, ge=6_000, description="Kafka group session timeout (failover time)"
+    )

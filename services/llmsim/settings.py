@@ -1,0 +1,32 @@
+"""Settings of llmsim, the OpenAI-compatible model simulator (`TOKENBUS_LLMSIM_*`)."""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import HttpSettings, LogSettings
+
+
+class LlmsimSettings(HttpSettings, LogSettings):
+    """How fast llmsim answers, how long its answers are, and which models it lists."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENBUS_LLMSIM_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    port: int = Field(default=8090, ge=0, le=65535, description="Port to bind", examples=[8090])
+    ttft_ms: float = Field(
+        default=20.0, ge=0, description="Time to first token, ms", examples=[20.0, 0.0]
+    )
+    tokens_per_second: float = Field(
+        default=200.0,
+        description="Pace of tokens after the first; 0 or less means as fast as possible",
+        examples=[200.0, 0.0],
+    )
+    default_max_tokens: int = Field(
+        default=64, ge=1, description="Answer length when the request sets no limit", examples=[64]
+    )
+    model_names: list[str] = Field(
+        default_factory=lambda: ["llmsim-small", "llmsim-large"],
+        description="Models listed by /v1/models (any model name is accepted)",
+        examples=[["llmsim-small", "llmsim-large"]],
+    )

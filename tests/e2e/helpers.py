@@ -1,0 +1,50 @@
+"""Small helpers for e2e tests: clients, llmsim's direct answer, waiting on conditions."""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from openai import AsyncOpenAI
+
+
+def sdk(base_url: str) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-test", max_retries=0, timeout=60)
+
+
+async def stream_text(base_url: str, messages: list[dict[str, Any]], **params: Any
+                      ) -> tuple[str, Any, list[Any]]:
+    """Stream a completion with the SDK; return (text, usage of the final chunk, all chunks)."""
+    chunks = []
+    async with sdk(base_url) as client:
+        stream = await client.chat.completions.create(
+            model=params.pop("model", "auto"), messages=messages, stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True}, **params)
+        async for chunk in stream:
+            chunks.append(chunk)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    return text, chunks[-1].usage, chunks
+
+
+async def complete(base_url: str, messages: list[dict[str, Any]], **params: Any) -> Any:
+    """A non-streamed completion with the SDK."""
+    async with sdk(base_url) as client:
+        return await client.chat.completions.create(
+            model=params.pop("model", "auto"), messages=messages, **params)  # type: ignore[arg-type]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0,
+                     every: float = 0.05) -> None:
+    """Wait until `check()` is true; fail after `within` seconds (no fixed sleeps)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {within}s")
+
+
+async def llmsim_stats(url: str) -> dict[str, int]:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"{url}/stats")).json()  # type: ignore[no-any-return]

@@ -1,0 +1,78 @@
+"""A running tokenbus (llmsim, inference workers, gateway) as real processes, for e2e tests."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.kafka.local import free_port
+from services.procs import ServiceProcess
+
+
+@dataclass
+class System:
+    """Processes of one isolated tokenbus: own topic prefix and ports on a shared broker."""
+
+    bootstrap: str
+    prefix: str
+    logs: Path
+    llmsim_env: dict[str, str] = field(default_factory=dict)
+    worker_env: dict[str, str] = field(default_factory=dict)
+    llmsim: ServiceProcess | None = None
+    gateway: ServiceProcess | None = None
+    workers: list[ServiceProcess] = field(default_factory=list)
+
+    def _env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "TOKENBUS_TOPIC_PREFIX": self.prefix,
+                "TOKENBUS_MODELS": "sim", "TOKENBUS_LOG_FORMAT": "json",
+                "TOKENBUS_LLMSIM_URL": f"{self.llmsim_url}/v1" if self.llmsim else ""}
+
+    @property
+    def llmsim_url(self) -> str:
+        assert self.llmsim is not None
+        return self.llmsim.url
+
+    @property
+    def gateway_url(self) -> str:
+        assert self.gateway is not None
+        return self.gateway.url
+
+    def start_llmsim(self) -> ServiceProcess:
+        port = free_port()
+        self.llmsim = ServiceProcess("llmsim", ["llmsim", "--port", str(port)], port,
+                                     self.llmsim_env, self.logs / f"{self.prefix}llmsim.log")
+        return self.llmsim.start()
+
+    def start_worker(self, **env: str) -> ServiceProcess:
+        port = free_port()
+        name = f"inference-{len(self.workers)}"
+        worker = ServiceProcess(name, ["inference", "--port", str(port)], port,
+                                {**self._env(), **self.worker_env, **env},
+                                self.logs / f"{self.prefix}{name}.log")
+        self.workers.append(worker.start())
+        return worker
+
+    def start_gateway(self, partitions: str = "0") -> ServiceProcess:
+        port = free_port()
+        self.gateway = ServiceProcess("gateway", ["gateway", "--port", str(port), "--partitions",
+                                                  partitions], port, self._env(),
+                                      self.logs / f"{self.prefix}gateway.log")
+        return self.gateway.start()
+
+    def start(self, workers: int = 1) -> "System":
+        self.start_llmsim()
+        for _ in range(workers):
+            self.start_worker()
+        self.start_gateway()
+        try:
+            for proc in self.processes():
+                proc.wait_ready(timeout=90)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def processes(self) -> list[ServiceProcess]:
+        return [p for p in (self.llmsim, *self.workers, self.gateway) if p is not None]
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes()):
+            proc.stop()

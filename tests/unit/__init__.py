@@ -1,0 +1,1 @@
+"""Unit tests: one service or library at a time, in-process, without Kafka."""

@@ -1,0 +1,1 @@
+"""Tests of llmsim, the OpenAI-compatible model simulator."""
