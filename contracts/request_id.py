@@ -8,7 +8,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-_PATTERN = re.compile(r"^chatcmpl-([0-9a-f]{1,12})-([0-9]{1,4})-([0-9a-f]{16})$")
+_PATTERN = re.compile(r"chatcmpl-([0-9a-f]{1,12})-([0-9]{1,4})-([0-9a-f]{16})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ def new_request_id(partition: int, created_ms: int) -> str:
 
 def parse_request_id(request_id: str) -> RequestRef | None:
     """The partition and time a request id encodes, or None if it is not one of ours."""
-    match = _PATTERN.match(request_id)
+    match = _PATTERN.fullmatch(request_id)
     if match is None:
         return None
     return RequestRef(created_ms=int(match.group(1), 16), partition=int(match.group(2)))

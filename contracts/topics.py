@@ -2,11 +2,10 @@
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from contracts.chat import ChatRequested
 from contracts.control import CancelRequested
 from contracts.dead_letter import DeadLetter
+from contracts.stream import StreamEvent
 from contracts.usage import UsageRecorded
 
 
@@ -17,7 +16,7 @@ class Topic:
     name: str
     key: str
     partitions: int
-    value: type[BaseModel] | str
+    value: object  # a model class, or the StreamEvent discriminated union
     retention_ms: int | None = None
 
     def prefixed(self, prefix: str) -> "Topic":
@@ -32,7 +31,7 @@ class Topics:
     """All topics; `with_prefix` gives an isolated copy (tests, multi-tenant clusters)."""
 
     requests: Topic = Topic("llm.requests", "request_id", 12, ChatRequested)
-    tokens: Topic = Topic("llm.tokens", "request_id", 4, "StreamEvent", retention_ms=24 * _HOUR_MS)
+    tokens: Topic = Topic("llm.tokens", "request_id", 4, StreamEvent, retention_ms=24 * _HOUR_MS)
     control: Topic = Topic("llm.control", "request_id", 1, CancelRequested, retention_ms=_HOUR_MS)
     usage: Topic = Topic("llm.usage", "tenant_id", 6, UsageRecorded)
     requests_dlq: Topic = Topic("llm.requests.dlq", "request_id", 1, DeadLetter)
