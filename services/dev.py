@@ -6,6 +6,8 @@ import sys
 import threading
 from pathlib import Path
 
+from services.common.models import load_models
+from services.common.settings import KafkaSettings, ModelsSettings
 from services.procs import ServiceFailed, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,7 +16,8 @@ RUN_DIR = ROOT / ".run"
 
 def _plan(bootstrap: str, gateway_nodes: int) -> list[ServiceProcess]:
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
-    uses_sim = os.environ.get("TOKENBUS_MODELS", "sim" if not os.environ.get("OPENAI_API_KEY") else "openai") == "sim"
+    models = ModelsSettings()
+    uses_sim = load_models(models.models, models.llmsim_url).profile == "sim"
     plan = [ServiceProcess("llmsim", ["llmsim"], 8090)] if uses_sim else []
     plan.append(ServiceProcess("inference", ["inference"], 8070, env))
     for k in range(gateway_nodes):
@@ -28,7 +31,7 @@ def run_dev(start_kafka: bool = True) -> int:
 
     RUN_DIR.mkdir(exist_ok=True)
     broker = LocalBroker(RUN_DIR / "kafka", log_file=RUN_DIR / "kafka.log") if start_kafka else None
-    bootstrap = broker.bootstrap if broker else os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    bootstrap = broker.bootstrap if broker else KafkaSettings().bootstrap_servers
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -46,6 +46,8 @@ def configure_logging(settings: LogSettings, service: str) -> structlog.stdlib.B
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # One line per HTTP call (client or server) is noise at INFO; our own events say more.
+    for name in ("uvicorn.access", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     structlog.contextvars.bind_contextvars(service=service, instance=getattr(settings, "instance", ""))
     return structlog.get_logger(service)

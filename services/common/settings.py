@@ -15,7 +15,8 @@ class ServiceSettings(BaseSettings):
     """Root of every service's settings: `TOKENBUS_*` environment variables, nested by `__`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True,
+        populate_by_name=True,
     )
 
     instance: str = Field(

@@ -25,7 +25,14 @@ class Coalescer:
 
     def _flush_from_timer(self) -> None:
         self._timer = None
-        self._flushing = asyncio.ensure_future(self._emit_buffer())
+        # Chained after the previous flush: pieces go out one at a time and in order even when
+        # an emit outlasts the window, and an emit's error reaches `flush()` instead of a log.
+        self._flushing = asyncio.ensure_future(self._emit_after(self._flushing))
+
+    async def _emit_after(self, previous: "asyncio.Future[None] | None") -> None:
+        if previous is not None:
+            await previous
+        await self._emit_buffer()
 
     async def _emit_buffer(self) -> None:
         if self._buffer:

@@ -23,7 +23,11 @@ class OffsetTracker:
         self._parts: dict[TopicPartition, _PartitionState] = {}
 
     def begin(self, tp: TopicPartition, offset: int) -> None:
-        state = self._parts.setdefault(tp, _PartitionState())
+        state = self._parts.get(tp)
+        if state is None:
+            # The first offset of an assignment is where the group's position already is:
+            # committing it again would be a wasted round trip.
+            state = self._parts[tp] = _PartitionState(committed=offset)
         state.inflight.add(offset)
         state.next_offset = max(state.next_offset, offset + 1)
 

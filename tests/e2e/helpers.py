@@ -1,12 +1,13 @@
-"""Small helpers for e2e tests: clients, llmsim's direct answer, waiting on conditions."""
+"""Small helpers for e2e tests: SDK clients and llmsim's stats."""
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
+
+from tests.fakes import eventually
+
+__all__ = ["complete", "eventually", "llmsim_stats", "sdk", "stream_text"]
 
 
 def sdk(base_url: str) -> AsyncOpenAI:
@@ -32,17 +33,6 @@ async def complete(base_url: str, messages: list[dict[str, Any]], **params: Any)
     async with sdk(base_url) as client:
         return await client.chat.completions.create(
             model=params.pop("model", "auto"), messages=messages, **params)  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0,
-                     every: float = 0.05) -> None:
-    """Wait until `check()` is true; fail after `within` seconds (no fixed sleeps)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(every)
-    raise AssertionError(f"condition not met within {within}s")
 
 
 async def llmsim_stats(url: str) -> dict[str, int]:

@@ -1,49 +1,19 @@
 """Fixtures for llmsim: an in-memory client, and the app served by real uvicorn."""
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from services.llmsim import LlmsimSettings, create_app
+from tests.fakes import eventually, serve
+
+__all__ = ["client", "eventually", "fast_settings", "serve"]
 
 
 def fast_settings(**overrides: object) -> LlmsimSettings:
     """No waiting at all, so tests spend their time on behaviour, not on the simulated pace."""
     return LlmsimSettings(**{"ttft_ms": 0, "tokens_per_second": 0, **overrides})  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Poll `check` until it holds; fail after `within` seconds instead of sleeping blindly."""
-    async with asyncio.timeout(within):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run `app` under uvicorn on a free 127.0.0.1 port (chosen by the OS); yield its URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()  # surfaces a startup failure
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture
