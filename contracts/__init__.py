@@ -5,6 +5,7 @@ from contracts.chat import ChatRequested, Message
 from contracts.control import CancelRequested
 from contracts.dead_letter import DeadLetter
 from contracts.errors import ErrorCode
+from contracts.request_id import RequestRef, new_request_id, parse_request_id
 from contracts.stream import (
     STREAM_EVENT,
     TERMINAL_TYPES,
@@ -15,7 +16,6 @@ from contracts.stream import (
     StreamEvent,
     TokenUsage,
 )
-from contracts.request_id import RequestRef, new_request_id, parse_request_id
 from contracts.topics import TOPICS, Topic, Topics
 from contracts.usage import UsageRecorded
 

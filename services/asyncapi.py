@@ -17,7 +17,11 @@ def create_app() -> FastStream:
     settings = InferenceSettings(topic_prefix="")
     broker = build_broker(settings, [], CollectorRegistry(), TracerProvider()).broker
     RequestPublisher(broker, settings.topics)  # the gateway's side of the same channels
-    return FastStream(broker, specification=AsyncAPI(
-        title="tokenbus", version="0.1.0",
-        description="Kafka topics of tokenbus: requests, token streams, control and usage.",
-    ))
+    return FastStream(
+        broker,
+        specification=AsyncAPI(
+            title="tokenbus",
+            version="0.1.0",
+            description="Kafka topics of tokenbus: requests, token streams, control and usage.",
+        ),
+    )

@@ -9,8 +9,11 @@ import uvicorn
 from services.common.logging import configure_logging
 from services.common.telemetry import make_tracer_provider
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="tokenbus: stream LLM answers over Kafka.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="tokenbus: stream LLM answers over Kafka.",
+)
 
 PortOpt = Annotated[int | None, typer.Option(help="Override the port from settings")]
 
@@ -36,7 +39,11 @@ def gateway(
         overrides["reply_partitions"] = [int(p) for p in partitions.split(",")]
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings, "gateway")
-    _serve(create_app(settings, make_tracer_provider(settings, "gateway")), settings.host, settings.port)
+    _serve(
+        create_app(settings, make_tracer_provider(settings, "gateway")),
+        settings.host,
+        settings.port,
+    )
 
 
 @app.command()
@@ -47,7 +54,11 @@ def inference(port: PortOpt = None) -> None:
 
     settings = InferenceSettings(**({"port": port} if port is not None else {}))  # type: ignore[arg-type]
     configure_logging(settings, "inference")
-    _serve(create_app(settings, make_tracer_provider(settings, "inference")), settings.host, settings.port)
+    _serve(
+        create_app(settings, make_tracer_provider(settings, "inference")),
+        settings.host,
+        settings.port,
+    )
 
 
 @app.command()

@@ -21,16 +21,25 @@ def _plan(bootstrap: str, gateway_nodes: int) -> list[ServiceProcess]:
     plan = [ServiceProcess("llmsim", ["llmsim"], 8090)] if uses_sim else []
     plan.append(ServiceProcess("inference", ["inference"], 8070, env))
     for k in range(gateway_nodes):
-        plan.append(ServiceProcess(f"gateway-{k}", ["gateway", "--partitions", str(k)],
-                                   8080 + 100 * k, {**env, "TOKENBUS_PORT": str(8080 + 100 * k)}))
+        plan.append(
+            ServiceProcess(
+                f"gateway-{k}",
+                ["gateway", "--partitions", str(k)],
+                8080 + 100 * k,
+                {**env, "TOKENBUS_PORT": str(8080 + 100 * k)},
+            )
+        )
     return plan
 
 
 def run_dev(start_kafka: bool = True) -> int:
-    from infra.kafka.local import LocalBroker
+    from infra.kafka.local import LocalBroker, broker_answers
 
     RUN_DIR.mkdir(exist_ok=True)
     broker = LocalBroker(RUN_DIR / "kafka", log_file=RUN_DIR / "kafka.log") if start_kafka else None
+    if broker and broker_answers(broker.bootstrap):
+        print(f"using the broker already answering on {broker.bootstrap}", flush=True)
+        broker = None
     bootstrap = broker.bootstrap if broker else KafkaSettings().bootstrap_servers
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

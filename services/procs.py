@@ -32,11 +32,14 @@ class ServiceProcess:
 
     def start(self) -> "ServiceProcess":
         env = {**os.environ, **self.env}
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services", *self.args], env=env, stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "services", *self.args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         finally:
             if self.log_path:
@@ -48,7 +51,9 @@ class ServiceProcess:
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise ServiceFailed(f"{self.name} exited with {self.proc.returncode}\n{self.log_tail()}")
+                    raise ServiceFailed(
+                        f"{self.name} exited with {self.proc.returncode}\n{self.log_tail()}"
+                    )
                 try:
                     if client.get(self.url + path).status_code == 200:
                         return

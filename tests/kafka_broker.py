@@ -14,7 +14,7 @@ def _docker_answers() -> bool:
     except ImportError:
         return False
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    if host.startswith("unix://") and not Path(host[len("unix://"):]).exists():
+    if host.startswith("unix://") and not Path(host[len("unix://") :]).exists():
         return False
     try:
         client = docker.from_env(timeout=3)
@@ -63,8 +63,9 @@ def session_broker(tmp: Path) -> Iterator[str]:
             return
     from infra.kafka.local import LocalBroker, free_port
 
-    broker = LocalBroker(tmp / "kafka", port=free_port(), controller_port=free_port(),
-                         log_file=tmp / "kafka.log")
+    broker = LocalBroker(
+        tmp / "kafka", port=free_port(), controller_port=free_port(), log_file=tmp / "kafka.log"
+    )
     broker.start()
     try:
         yield broker.bootstrap

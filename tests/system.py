@@ -21,9 +21,13 @@ class System:
     workers: list[ServiceProcess] = field(default_factory=list)
 
     def _env(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "TOKENBUS_TOPIC_PREFIX": self.prefix,
-                "TOKENBUS_MODELS": "sim", "TOKENBUS_LOG_FORMAT": "json",
-                "TOKENBUS_LLMSIM_URL": f"{self.llmsim_url}/v1" if self.llmsim else ""}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "TOKENBUS_TOPIC_PREFIX": self.prefix,
+            "TOKENBUS_MODELS": "sim",
+            "TOKENBUS_LOG_FORMAT": "json",
+            "TOKENBUS_LLMSIM_URL": f"{self.llmsim_url}/v1" if self.llmsim else "",
+        }
 
     @property
     def llmsim_url(self) -> str:
@@ -37,24 +41,37 @@ class System:
 
     def start_llmsim(self) -> ServiceProcess:
         port = free_port()
-        self.llmsim = ServiceProcess("llmsim", ["llmsim", "--port", str(port)], port,
-                                     self.llmsim_env, self.logs / f"{self.prefix}llmsim.log")
+        self.llmsim = ServiceProcess(
+            "llmsim",
+            ["llmsim", "--port", str(port)],
+            port,
+            self.llmsim_env,
+            self.logs / f"{self.prefix}llmsim.log",
+        )
         return self.llmsim.start()
 
     def start_worker(self, **env: str) -> ServiceProcess:
         port = free_port()
         name = f"inference-{len(self.workers)}"
-        worker = ServiceProcess(name, ["inference", "--port", str(port)], port,
-                                {**self._env(), **self.worker_env, **env},
-                                self.logs / f"{self.prefix}{name}.log")
+        worker = ServiceProcess(
+            name,
+            ["inference", "--port", str(port)],
+            port,
+            {**self._env(), **self.worker_env, **env},
+            self.logs / f"{self.prefix}{name}.log",
+        )
         self.workers.append(worker.start())
         return worker
 
     def start_gateway(self, partitions: str = "0") -> ServiceProcess:
         port = free_port()
-        self.gateway = ServiceProcess("gateway", ["gateway", "--port", str(port), "--partitions",
-                                                  partitions], port, self._env(),
-                                      self.logs / f"{self.prefix}gateway.log")
+        self.gateway = ServiceProcess(
+            "gateway",
+            ["gateway", "--port", str(port), "--partitions", partitions],
+            port,
+            self._env(),
+            self.logs / f"{self.prefix}gateway.log",
+        )
         return self.gateway.start()
 
     def start(self, workers: int = 1) -> "System":

@@ -34,17 +34,14 @@ class BrokerError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    with socket.create_server(("127.0.0.1", 0)) as sock:
         return sock.getsockname()[1]
 
 
 def cluster_id() -> str:
     """A random KRaft cluster id: 22 chars of base64url, never starting with '-' (a flag)."""
-    while True:
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        if not cid.startswith("-"):
-            return cid
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id() if cid.startswith("-") else cid
 
 
 def ensure_jars() -> Path:
@@ -119,12 +116,11 @@ class LocalBroker:
             return self.wait_ready(timeout)
         if _port_open(self.port):
             raise BrokerError(f"port {self.port} is in use by something else")
-        libs = ensure_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         values = {"port": self.port, "controller_port": self.controller_port}
         text = Template(TEMPLATE.read_text()).substitute(values, log_dir=self.data_dir / "kraft")
         self.properties_file.write_text(text)
-        classpath = f"{libs}/*"  # the JVM expands the wildcard itself
+        classpath = f"{ensure_jars()}/*"  # the JVM expands the wildcard itself
         self._format(classpath)
         cmd = [
             JAVA, f"-Xms{self.heap_mb}m", f"-Xmx{self.heap_mb}m", "-XX:+UseG1GC",
@@ -246,4 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokerError as error:
+        sys.exit(f"error: {error}")

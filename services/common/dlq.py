@@ -13,14 +13,27 @@ def _text(raw: bytes | None) -> str | None:
 
 
 async def publish_dead_letter(
-    publish: PublishFn, dlq_topic: str, *, value: bytes, key: bytes | None, source_topic: str,
-    source_partition: int, source_offset: int, reason: str, consumer: str,
+    publish: PublishFn,
+    dlq_topic: str,
+    *,
+    value: bytes,
+    key: bytes | None,
+    source_topic: str,
+    source_partition: int,
+    source_offset: int,
+    reason: str,
+    consumer: str,
 ) -> DeadLetter:
     """Publish `value` with where it came from and why it was refused; return the letter."""
     letter = DeadLetter(
-        request_id=_text(key) or "unknown", source_topic=source_topic,
-        source_partition=source_partition, source_offset=source_offset, key=_text(key),
-        value=_text(value) or "", reason=reason[:2000], consumer=consumer,
+        request_id=_text(key) or "unknown",
+        source_topic=source_topic,
+        source_partition=source_partition,
+        source_offset=source_offset,
+        key=_text(key),
+        value=_text(value) or "",
+        reason=reason[:2000],
+        consumer=consumer,
     )
     await publish(letter, topic=dlq_topic, key=key)
     return letter

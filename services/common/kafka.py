@@ -14,7 +14,10 @@ from services.common.settings import KafkaSettings
 
 
 def make_broker(
-    settings: KafkaSettings, *, service: str, registry: CollectorRegistry,
+    settings: KafkaSettings,
+    *,
+    service: str,
+    registry: CollectorRegistry,
     tracer_provider: TracerProvider,
 ) -> KafkaBroker:
     """A FastStream broker with W3C trace propagation and Prometheus metrics."""
@@ -33,7 +36,9 @@ def make_broker(
     )
 
 
-def make_fast_producer(settings: KafkaSettings, *, service: str, **overrides: Any) -> AIOKafkaProducer:
+def make_fast_producer(
+    settings: KafkaSettings, *, service: str, **overrides: Any
+) -> AIOKafkaProducer:
     """A bare producer for per-token events, where FastStream's per-message middleware costs
     more than the message (trace context is injected once per request instead)."""
     options: dict[str, Any] = {

@@ -35,9 +35,13 @@ def configure_logging(settings: LogSettings, service: str) -> structlog.stdlib.B
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer,
-        ])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer,
+            ],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -49,5 +53,7 @@ def configure_logging(settings: LogSettings, service: str) -> structlog.stdlib.B
     # One line per HTTP call (client or server) is noise at INFO; our own events say more.
     for name in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    structlog.contextvars.bind_contextvars(service=service, instance=getattr(settings, "instance", ""))
+    structlog.contextvars.bind_contextvars(
+        service=service, instance=getattr(settings, "instance", "")
+    )
     return structlog.get_logger(service)

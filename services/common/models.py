@@ -52,16 +52,18 @@ def openai_profile() -> ModelsConfig:
     url = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
 
     def backend(model: str) -> BackendSpec:
-        return BackendSpec(name=f"openai-{model}", base_url=url, model=model,
-                           api_key_env="OPENAI_API_KEY")
+        return BackendSpec(
+            name=f"openai-{model}", base_url=url, model=model, api_key_env="OPENAI_API_KEY"
+        )
 
     return ModelsConfig(
-        profile="openai", tiers={"small": (backend("gpt-4.1-mini"),), "large": (backend("gpt-4.1"),)}
+        profile="openai",
+        tiers={"small": (backend("gpt-4.1-mini"),), "large": (backend("gpt-4.1"),)},
     )
 
 
 def load_models(profile: str | None, llmsim_url: str) -> ModelsConfig:
-    """`TOKENBUS_MODELS` names a profile; unset means openai when OPENAI_API_KEY is set, else sim."""
+    """`TOKENBUS_MODELS` names a profile; unset: openai if OPENAI_API_KEY is set, else sim."""
     chosen = profile or ("openai" if os.environ.get("OPENAI_API_KEY") else "sim")
     if chosen == "sim":
         return sim_profile(llmsim_url)

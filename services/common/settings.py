@@ -15,7 +15,10 @@ class ServiceSettings(BaseSettings):
     """Root of every service's settings: `TOKENBUS_*` environment variables, nested by `__`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
         populate_by_name=True,
     )
 
@@ -81,7 +84,7 @@ class ModelsSettings(ServiceSettings):
     models: str | None = Field(
         default=None,
         validation_alias=AliasChoices("TOKENBUS_MODELS"),
-        description="Models profile: sim | openai; unset = openai if OPENAI_API_KEY is set, else sim",
+        description="Models profile: sim | openai; unset: openai with OPENAI_API_KEY, else sim",
         examples=["sim", "openai"],
     )
     llmsim_url: str = Field(

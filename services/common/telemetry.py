@@ -11,7 +11,9 @@ from services.common.settings import TelemetrySettings
 def make_tracer_provider(settings: TelemetrySettings, service: str) -> TracerProvider:
     """A provider for `service`; spans leave the process only when an OTLP endpoint is set."""
     provider = TracerProvider(
-        resource=Resource.create({"service.name": f"tokenbus-{service}", "service.instance.id": settings.instance})
+        resource=Resource.create(
+            {"service.name": f"tokenbus-{service}", "service.instance.id": settings.instance}
+        )
     )
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

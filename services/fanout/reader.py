@@ -17,13 +17,18 @@ log = structlog.get_logger("fanout")
 class ReplyReader:
     """Tails this node's partitions from their end; only watched requests are decoded."""
 
-    def __init__(self, hub: Hub, bootstrap: str, topic: str, partitions: list[int],
-                 client_id: str) -> None:
+    def __init__(
+        self, hub: Hub, bootstrap: str, topic: str, partitions: list[int], client_id: str
+    ) -> None:
         self._hub = hub
         self._partitions = [TopicPartition(topic, p) for p in partitions]
         self._consumer_args = {
-            "bootstrap_servers": bootstrap, "group_id": None, "enable_auto_commit": False,
-            "client_id": client_id, "fetch_min_bytes": 1, "fetch_max_wait_ms": 100,
+            "bootstrap_servers": bootstrap,
+            "group_id": None,
+            "enable_auto_commit": False,
+            "client_id": client_id,
+            "fetch_min_bytes": 1,
+            "fetch_max_wait_ms": 100,
             "auto_offset_reset": "latest",
         }
         self._consumer: AIOKafkaConsumer | None = None
@@ -76,7 +81,10 @@ class ReplyReader:
             event = STREAM_EVENT.validate_json(value)
         except ValidationError as exc:
             self.malformed += 1
-            log.error("malformed_stream_event", request_id=key.decode(errors="replace"),
-                      error=str(exc)[:500])
+            log.error(
+                "malformed_stream_event",
+                request_id=key.decode(errors="replace"),
+                error=str(exc)[:500],
+            )
             return
         self._hub.publish(event)

@@ -46,7 +46,10 @@ class Sequencer:
             return None
         self.done = True
         return Failed(
-            request_id=event.request_id, seq=self._next_seq, attempt=event.attempt,
-            code=ErrorCode.WORKER_LOST, retryable=True,
+            request_id=event.request_id,
+            seq=self._next_seq,
+            attempt=event.attempt,
+            code=ErrorCode.WORKER_LOST,
+            retryable=True,
             message="the worker generating this answer was lost mid-stream; send it again",
         )

@@ -25,18 +25,36 @@ SERVICE = "gateway"
 
 def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None = None) -> FastAPI:
     registry = CollectorRegistry()
-    broker = make_broker(settings, service=SERVICE, registry=registry,
-                         tracer_provider=tracer_provider or TracerProvider())
+    broker = make_broker(
+        settings,
+        service=SERVICE,
+        registry=registry,
+        tracer_provider=tracer_provider or TracerProvider(),
+    )
     topics = settings.topics
     hub = Hub(buffer=settings.subscriber_buffer)
-    reader = ReplyReader(hub, settings.bootstrap_servers, topics.tokens.name,
-                         settings.reply_partitions, client_id=f"tokenbus-gateway-{settings.instance}")
-    node = GatewayNode(settings, hub, reader, RequestPublisher(broker, topics),
-                       load_models(settings.models, settings.llmsim_url))
-    Gauge("tokenbus_gateway_watched_requests", "Requests with a watcher on this node",
-          registry=registry).set_function(lambda: hub.watched_requests)
-    Gauge("tokenbus_gateway_subscriptions", "Open watchers on this node",
-          registry=registry).set_function(lambda: hub.subscriptions)
+    reader = ReplyReader(
+        hub,
+        settings.bootstrap_servers,
+        topics.tokens.name,
+        settings.reply_partitions,
+        client_id=f"tokenbus-gateway-{settings.instance}",
+    )
+    node = GatewayNode(
+        settings,
+        hub,
+        reader,
+        RequestPublisher(broker, topics),
+        load_models(settings.models, settings.llmsim_url),
+    )
+    Gauge(
+        "tokenbus_gateway_watched_requests",
+        "Requests with a watcher on this node",
+        registry=registry,
+    ).set_function(lambda: hub.watched_requests)
+    Gauge(
+        "tokenbus_gateway_subscriptions", "Open watchers on this node", registry=registry
+    ).set_function(lambda: hub.subscriptions)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -19,8 +19,12 @@ def tenant_from_request(request: Request, node: NodeDep) -> str:
     tenant = keys.get(key.strip()) if scheme.lower() == "bearer" else None
     if tenant is None:
         # Never echo the key back: it may be a real secret pasted in the wrong place.
-        raise ApiError(401, "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
-                       code="invalid_api_key", headers={"www-authenticate": "Bearer"})
+        raise ApiError(
+            401,
+            "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+            headers={"www-authenticate": "Bearer"},
+        )
     return tenant
 
 

@@ -13,22 +13,39 @@ from contracts import ErrorCode
 class ApiError(Exception):
     """An error the client should see, in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param = status, message, type_, param
         self.code, self.headers = code, headers
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 def error_for_code(code: ErrorCode, message: str) -> ApiError:
     """A worker's `failed` event before any text, as an HTTP error."""
-    status = {ErrorCode.INVALID_REQUEST: 400, ErrorCode.OVERLOADED: 429,
-              ErrorCode.BACKEND_TIMEOUT: 504, ErrorCode.STREAM_TIMEOUT: 504}.get(code, 502)
+    status = {
+        ErrorCode.INVALID_REQUEST: 400,
+        ErrorCode.OVERLOADED: 429,
+        ErrorCode.BACKEND_TIMEOUT: 504,
+        ErrorCode.STREAM_TIMEOUT: 504,
+    }.get(code, 502)
     kind = "invalid_request_error" if status == 400 else "api_error"
     return ApiError(status, message, type_=kind, code=code.value)
 
@@ -66,6 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        err = ApiError(exc.status_code, str(exc.detail), code=None,
-                       type_="invalid_request_error" if exc.status_code < 500 else "api_error")
+        err = ApiError(
+            exc.status_code,
+            str(exc.detail),
+            code=None,
+            type_="invalid_request_error" if exc.status_code < 500 else "api_error",
+        )
         return JSONResponse(err.body(), status_code=exc.status_code, headers=exc.headers)

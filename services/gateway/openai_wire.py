@@ -55,8 +55,10 @@ class ChunkFormatter:
         self._suffix = '],"usage":null}' if include_usage else "]}"
 
     def _choice(self, delta: str, finish: str = "null") -> str:
-        return (f'{self._prefix}{{"index":0,"delta":{delta},"logprobs":null,'
-                f'"finish_reason":{finish}}}{self._suffix}')
+        return (
+            f'{self._prefix}{{"index":0,"delta":{delta},"logprobs":null,'
+            f'"finish_reason":{finish}}}{self._suffix}'
+        )
 
     def role(self) -> str:
         return self._choice('{"role":"assistant","content":""}')
@@ -68,7 +70,7 @@ class ChunkFormatter:
         return self._choice("{}", json.dumps(reason))
 
     def usage(self, usage: TokenUsage) -> str:
-        return f"{self._prefix}],\"usage\":{usage_json(usage)}}}"
+        return f'{self._prefix}],"usage":{usage_json(usage)}}}'
 
 
 def usage_json(usage: TokenUsage) -> str:
@@ -76,24 +78,37 @@ def usage_json(usage: TokenUsage) -> str:
 
 
 def usage_dict(usage: TokenUsage) -> dict[str, int]:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
 
 
-def completion_body(request_id: str, created: int, model: str, text: str, finish_reason: str,
-                    usage: TokenUsage) -> dict[str, Any]:
+def completion_body(
+    request_id: str, created: int, model: str, text: str, finish_reason: str, usage: TokenUsage
+) -> dict[str, Any]:
     """A whole `chat.completion` object, for `stream: false`."""
     return {
-        "id": request_id, "object": "chat.completion", "created": created, "model": model,
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
-                                             "refusal": None},
-                     "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
         "usage": usage_dict(usage),
     }
 
 
 def stream_error(code: str, message: str) -> str:
     """An error inside an SSE stream; the OpenAI SDKs raise it as an APIError."""
-    return json.dumps({"error": {"message": message, "type": "api_error", "param": None,
-                                 "code": code}})
+    return json.dumps(
+        {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+    )

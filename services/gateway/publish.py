@@ -10,10 +10,12 @@ class RequestPublisher:
 
     def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
         self._broker = broker
-        self._requests = broker.publisher(topics.requests.name, title="chat_requested",
-                                          schema=ChatRequested)
-        self._control = broker.publisher(topics.control.name, title="cancel_requested",
-                                         schema=CancelRequested)
+        self._requests = broker.publisher(
+            topics.requests.name, title="chat_requested", schema=ChatRequested
+        )
+        self._control = broker.publisher(
+            topics.control.name, title="cancel_requested", schema=CancelRequested
+        )
 
     async def chat(self, request: ChatRequested) -> None:
         await self._requests.publish(request, key=request.request_id.encode())

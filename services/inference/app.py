@@ -33,7 +33,9 @@ def _delivery(message: Any) -> Delivery:
     consumer = message.consumer
     # The in-memory test broker has no real consumer and nothing to commit.
     commit = consumer.commit if isinstance(consumer, AIOKafkaConsumer) else None
-    return Delivery(TopicPartition(record.topic, record.partition), record.offset, record.key, commit)
+    return Delivery(
+        TopicPartition(record.topic, record.partition), record.offset, record.key, commit
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,29 +45,48 @@ class WorkerBroker:
 
 
 def build_broker(
-    settings: InferenceSettings, worker_ref: list[Worker], registry: CollectorRegistry,
+    settings: InferenceSettings,
+    worker_ref: list[Worker],
+    registry: CollectorRegistry,
     tracer_provider: TracerProvider,
 ) -> WorkerBroker:
     """The broker with the worker's subscribers and publishers (also used for AsyncAPI)."""
     topics = settings.topics
-    broker = make_broker(settings, service=SERVICE, registry=registry, tracer_provider=tracer_provider)
-    usage = broker.publisher(topics.usage.name, title="usage_recorded",
-                             schema=topics.usage.value, description="One record per attempt")
-    broker.publisher(topics.tokens.name, title="stream_events", schema=topics.tokens.value,
-                     description="started, delta..., completed | failed; on the reply partition")
+    broker = make_broker(
+        settings, service=SERVICE, registry=registry, tracer_provider=tracer_provider
+    )
+    usage = broker.publisher(
+        topics.usage.name,
+        title="usage_recorded",
+        schema=topics.usage.value,
+        description="One record per attempt",
+    )
+    broker.publisher(
+        topics.tokens.name,
+        title="stream_events",
+        schema=topics.tokens.value,
+        description="started, delta..., completed | failed; on the reply partition",
+    )
 
     @broker.subscriber(
-        topics.requests.name, group_id=settings.group_id, ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset="earliest", session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.session_timeout_ms // 4, title="on_chat_requested",
+        topics.requests.name,
+        group_id=settings.group_id,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.session_timeout_ms // 4,
+        title="on_chat_requested",
         description="ChatRequested; committed only after the generation finished",
     )
     async def on_chat_requested(message: KafkaMessage) -> None:
         await worker_ref[0].accept(message.body, _delivery(message), message.headers)
 
     @broker.subscriber(
-        topics.control.name, ack_policy=AckPolicy.MANUAL, auto_offset_reset="latest",
-        title="on_cancel_requested", description="CancelRequested, read by every worker",
+        topics.control.name,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="latest",
+        title="on_cancel_requested",
+        description="CancelRequested, read by every worker",
     )
     async def on_cancel_requested(message: KafkaMessage) -> None:
         await worker_ref[0].cancel(message.body, _delivery(message))
@@ -73,7 +94,9 @@ def build_broker(
     return WorkerBroker(broker, usage)
 
 
-def create_app(settings: InferenceSettings, tracer_provider: TracerProvider | None = None) -> FastAPI:
+def create_app(
+    settings: InferenceSettings, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     registry = CollectorRegistry()
     tracer_provider = tracer_provider or TracerProvider()
     worker_ref: list[Worker] = []
@@ -85,9 +108,15 @@ def create_app(settings: InferenceSettings, tracer_provider: TracerProvider | No
 
     async def dead_letter(*, value: bytes, delivery: Delivery, reason: str) -> None:
         await publish_dead_letter(
-            broker.publish, topics.requests_dlq.name, value=value, key=delivery.key,
-            source_topic=delivery.tp.topic, source_partition=delivery.tp.partition,
-            source_offset=delivery.offset, reason=reason, consumer=SERVICE,
+            broker.publish,
+            topics.requests_dlq.name,
+            value=value,
+            key=delivery.key,
+            source_topic=delivery.tp.topic,
+            source_partition=delivery.tp.partition,
+            source_offset=delivery.offset,
+            reason=reason,
+            consumer=SERVICE,
         )
         log.warning("dead_lettered", topic=delivery.tp.topic, offset=delivery.offset)
 
@@ -97,13 +126,15 @@ def create_app(settings: InferenceSettings, tracer_provider: TracerProvider | No
     producer_ref: list[AIOKafkaProducer] = []
 
     async def send(*args: Any) -> Any:
-        return await producer_ref[0].send(*args[:2], key=args[2], partition=args[3],
-                                          headers=args[4])
+        return await producer_ref[0].send(
+            *args[:2], key=args[2], partition=args[3], headers=args[4]
+        )
 
     worker = Worker(settings, models, clients, send, publish_usage, dead_letter)
     worker_ref.append(worker)
-    Gauge("tokenbus_inference_active_generations", "Generations running now",
-          registry=registry).set_function(lambda: worker.active)
+    Gauge(
+        "tokenbus_inference_active_generations", "Generations running now", registry=registry
+    ).set_function(lambda: worker.active)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

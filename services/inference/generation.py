@@ -53,7 +53,11 @@ class Generation:
     """Streams `request` from `client` into `reply`; never raises for backend trouble."""
 
     def __init__(
-        self, request: ChatRequested, route: Route, client: AsyncOpenAI, reply: ReplyStream,
+        self,
+        request: ChatRequested,
+        route: Route,
+        client: AsyncOpenAI,
+        reply: ReplyStream,
         coalesce_s: float,
     ) -> None:
         self.request = request
@@ -71,8 +75,11 @@ class Generation:
     async def run(self) -> Outcome:
         try:
             await self._reply.started(
-                model=self.route.model, tier=self.route.tier, route_reason=self.route.reason,
-                route_score=self.route.score, created=int(time.time()),
+                model=self.route.model,
+                tier=self.route.tier,
+                route_reason=self.route.reason,
+                route_score=self.route.score,
+                created=int(time.time()),
             )
             await self._stream()
         except asyncio.CancelledError as exc:
@@ -128,8 +135,12 @@ class Generation:
 
     def _estimated_usage(self) -> TokenUsage:
         prompt = estimate_prompt_tokens(self.request)
-        return TokenUsage(prompt_tokens=prompt, completion_tokens=self._chunks,
-                          total_tokens=prompt + self._chunks, estimated=True)
+        return TokenUsage(
+            prompt_tokens=prompt,
+            completion_tokens=self._chunks,
+            total_tokens=prompt + self._chunks,
+            estimated=True,
+        )
 
     async def _end_cancelled(self) -> Outcome:
         await self._coalescer.flush()

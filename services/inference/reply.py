@@ -7,14 +7,20 @@ from typing import Any
 from contracts import ChatRequested, Completed, Delta, Failed, Started
 
 # (topic, value, key, partition, headers) -> delivery future
-SendFn = Callable[[str, bytes, bytes, int, list[tuple[str, bytes]]], Awaitable["asyncio.Future[Any]"]]
+SendFn = Callable[
+    [str, bytes, bytes, int, list[tuple[str, bytes]]], Awaitable["asyncio.Future[Any]"]
+]
 
 
 class ReplyStream:
     """Publishes one attempt's events in order; `close()` waits until the broker has them all."""
 
     def __init__(
-        self, send: SendFn, topic: str, request: ChatRequested, attempt: str,
+        self,
+        send: SendFn,
+        topic: str,
+        request: ChatRequested,
+        attempt: str,
         headers: list[tuple[str, bytes]],
     ) -> None:
         self._send = send
@@ -47,10 +53,15 @@ class ReplyStream:
 
     async def _emit(self, model: type, fields: dict[str, Any]) -> None:
         async with self._lock:
-            event = model(request_id=self._request_id, seq=self._seq, attempt=self._attempt, **fields)
+            event = model(
+                request_id=self._request_id, seq=self._seq, attempt=self._attempt, **fields
+            )
             self._seq += 1
             future = await self._send(
-                self._topic, event.model_dump_json().encode(), self._key, self._partition,
+                self._topic,
+                event.model_dump_json().encode(),
+                self._key,
+                self._partition,
                 self._headers,
             )
             self._pending.append(future)

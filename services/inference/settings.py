@@ -11,7 +11,9 @@ from services.common.settings import (
 )
 
 
-class InferenceSettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySettings, ModelsSettings):
+class InferenceSettings(
+    KafkaSettings, HttpSettings, LogSettings, TelemetrySettings, ModelsSettings
+):
     """One worker process; run more of them to scale (they share the consumer group)."""
 
     port: int = Field(default=8070, ge=0, le=65535, description="Health and metrics port")

@@ -51,8 +51,13 @@ class Worker:
     """Admits at most `max_concurrency` generations; a full worker blocks its consume loop."""
 
     def __init__(
-        self, settings: InferenceSettings, models: ModelsConfig, clients: BackendClients,
-        send: SendFn, publish_usage: UsageFn, dead_letter: DeadLetterFn,
+        self,
+        settings: InferenceSettings,
+        models: ModelsConfig,
+        clients: BackendClients,
+        send: SendFn,
+        publish_usage: UsageFn,
+        dead_letter: DeadLetterFn,
     ) -> None:
         self._settings = settings
         self._models = models
@@ -107,13 +112,13 @@ class Worker:
         task.cancel(CANCEL_MSG)
         return True
 
-    async def drain(self, timeout: float) -> int:
+    async def drain(self, timeout_s: float) -> int:
         """Stop admitting; wait for running generations; return how many were abandoned."""
         self._closing = True
         tasks = list(self._inflight.values())
         if not tasks:
             return 0
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
         for task in pending:
             task.cancel()  # uncommitted: the request goes to another worker
         await asyncio.gather(*pending, return_exceptions=True)
@@ -124,7 +129,9 @@ class Worker:
         self._early_cancels = {r: t for r, t in self._early_cancels.items() if now - t < 300}
         self._early_cancels[request_id] = now
 
-    async def _serve(self, request: ChatRequested, delivery: Delivery, headers: dict[str, str]) -> None:
+    async def _serve(
+        self, request: ChatRequested, delivery: Delivery, headers: dict[str, str]
+    ) -> None:
         with bind_request(request_id=request.request_id):
             try:
                 await self._generate(request, headers)
@@ -144,26 +151,49 @@ class Worker:
         attempt = uuid4().hex[:16]
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        reply = ReplyStream(self._send, self._tokens_topic, request, attempt,
-                            [(k, v.encode()) for k, v in carrier.items()])
+        reply = ReplyStream(
+            self._send,
+            self._tokens_topic,
+            request,
+            attempt,
+            [(k, v.encode()) for k, v in carrier.items()],
+        )
         route = route_request(self._models, request.model)
         if request.request_id in self._early_cancels:
             outcome = Outcome("cancelled", "cancelled", _zero_usage(), None)
-            await reply.started(model=route.model, tier=route.tier, route_reason=route.reason,
-                                created=int(time.time()))
+            await reply.started(
+                model=route.model,
+                tier=route.tier,
+                route_reason=route.reason,
+                created=int(time.time()),
+            )
             await reply.completed(finish_reason="cancelled", usage=outcome.usage)
         elif utcnow() - request.ts > timedelta(seconds=self._settings.stale_after_s):
             outcome = Outcome("failed", None, _zero_usage(), None, ErrorCode.STREAM_TIMEOUT)
-            await reply.failed(code=ErrorCode.STREAM_TIMEOUT, retryable=True,
-                               message="request waited too long in the queue")
+            await reply.failed(
+                code=ErrorCode.STREAM_TIMEOUT,
+                retryable=True,
+                message="request waited too long in the queue",
+            )
         else:
-            generation = Generation(request, route, self._clients.get(route.backend), reply,
-                                    self._settings.coalesce_ms / 1000)
+            generation = Generation(
+                request,
+                route,
+                self._clients.get(route.backend),
+                reply,
+                self._settings.coalesce_ms / 1000,
+            )
             outcome = await generation.run()
         await reply.close()
         await self._publish_usage(_usage_record(request, attempt, route, outcome, started_at, t0))
-        log.info("request_finished", request_id=request.request_id, status=outcome.status,
-                 tier=route.tier, model=route.model, events=reply.events_sent)
+        log.info(
+            "request_finished",
+            request_id=request.request_id,
+            status=outcome.status,
+            tier=route.tier,
+            model=route.model,
+            events=reply.events_sent,
+        )
 
     async def _finish(self, delivery: Delivery) -> None:
         offset = self._offsets.finish(delivery.tp, delivery.offset)
@@ -173,8 +203,12 @@ class Worker:
             await delivery.commit({delivery.tp: offset})
         except KafkaError as exc:
             # Lost the partition in a rebalance: its new owner re-runs what we did not commit.
-            log.warning("commit_failed", partition=delivery.tp.partition, offset=offset,
-                        error=type(exc).__name__)
+            log.warning(
+                "commit_failed",
+                partition=delivery.tp.partition,
+                offset=offset,
+                error=type(exc).__name__,
+            )
 
 
 def _zero_usage() -> TokenUsage:
@@ -182,14 +216,28 @@ def _zero_usage() -> TokenUsage:
 
 
 def _usage_record(
-    request: ChatRequested, attempt: str, route: Route, outcome: Outcome, started_at: Any,
+    request: ChatRequested,
+    attempt: str,
+    route: Route,
+    outcome: Outcome,
+    started_at: Any,
     t0: float,
 ) -> UsageRecorded:
     return UsageRecorded(
-        request_id=request.request_id, attempt=attempt, tenant_id=request.tenant_id,
-        route=route.reason, route_score=route.score, tier=route.tier, backend=route.backend.name,
-        model=route.model, usage=outcome.usage, ttft_ms=outcome.ttft_ms,
-        duration_ms=(time.monotonic() - t0) * 1000, finish_reason=outcome.finish_reason,
-        status=outcome.status, error_code=outcome.error_code, started_at=started_at,
+        request_id=request.request_id,
+        attempt=attempt,
+        tenant_id=request.tenant_id,
+        route=route.reason,
+        route_score=route.score,
+        tier=route.tier,
+        backend=route.backend.name,
+        model=route.model,
+        usage=outcome.usage,
+        ttft_ms=outcome.ttft_ms,
+        duration_ms=(time.monotonic() - t0) * 1000,
+        finish_reason=outcome.finish_reason,
+        status=outcome.status,
+        error_code=outcome.error_code,
+        started_at=started_at,
         finished_at=utcnow(),
     )

@@ -71,8 +71,15 @@ class _Frames:
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         self.include_usage = include_usage
-        head = _JSON({"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                      "model": model, "system_fingerprint": None})[:-1]
+        head = _JSON(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+            }
+        )[:-1]
         self._usage_head = "data: " + head + ',"choices":[],"usage":'
         self._delta = "data: " + head + ',"choices":[{"index":0,"delta":'
         self._content = self._delta + '{"content":'
@@ -115,28 +122,50 @@ class _Simulator:
         completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
         self.stats.requests_total += 1
         prompt_tokens = count_prompt_tokens(messages)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(tokens),
-                 "total_tokens": prompt_tokens + len(tokens)}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt_tokens + len(tokens),
+        }
         if body.stream:
-            frames = _Frames(completion_id, created, body.model,
-                             bool(body.stream_options and body.stream_options.include_usage))
+            frames = _Frames(
+                completion_id,
+                created,
+                body.model,
+                bool(body.stream_options and body.stream_options.include_usage),
+            )
             return StreamingResponse(
                 self._stream(frames, tokens, finish_reason(limit), usage),
-                media_type="text/event-stream", headers={"cache-control": "no-cache"},
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
             )
         delay = self._ttft + len(tokens) * self._interval
         if delay > 0:
             await asyncio.sleep(delay)
         self.stats.tokens_total += len(tokens)
         self._tokens.inc(len(tokens))
-        return JSONResponse({
-            "id": completion_id, "object": "chat.completion", "created": created,
-            "model": body.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(tokens),
-                                                 "refusal": None},
-                         "logprobs": None, "finish_reason": finish_reason(limit)}],
-            "usage": usage, "system_fingerprint": None,
-        })
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": body.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": "".join(tokens),
+                            "refusal": None,
+                        },
+                        "logprobs": None,
+                        "finish_reason": finish_reason(limit),
+                    }
+                ],
+                "usage": usage,
+                "system_fingerprint": None,
+            }
+        )
 
     async def _stream(
         self, frames: _Frames, tokens: list[str], reason: str, usage: dict[str, int]
@@ -195,13 +224,16 @@ async def _on_invalid_request(_: Request, exc: Exception) -> JSONResponse:
     if kind == "json_invalid":
         return _openai_error(400, "We could not parse the JSON body of your request.", None, None)
     if param is None:
-        return _openai_error(400, f"The request body must be a JSON object: {error['msg']}",
-                             None, None)
+        return _openai_error(
+            400, f"The request body must be a JSON object: {error['msg']}", None, None
+        )
     if kind == "missing":
-        return _openai_error(400, f"Missing required parameter: '{param}'.", param,
-                             "missing_required_parameter")
+        return _openai_error(
+            400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+        )
     code = {"too_short": "empty_array", "greater_than_equal": "integer_below_min_value"}.get(
-        kind, "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value")
+        kind, "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    )
     return _openai_error(400, f"Invalid '{param}': {error['msg']}.", param, code)
 
 
@@ -233,10 +265,13 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": models_created, "owned_by": "llmsim"}
-            for name in settings.model_names
-        ]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": models_created, "owned_by": "llmsim"}
+                for name in settings.model_names
+            ],
+        }
 
     @app.get("/stats")
     async def stats() -> dict[str, int]:

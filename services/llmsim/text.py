@@ -67,7 +67,7 @@ def answer_tokens(
 
 
 def finish_reason(max_tokens: int | None) -> str:
-    """"length" when the client capped the answer (the cap is always reached), else "stop"."""
+    """ "length" when the client capped the answer (the cap is always reached), else "stop"."""
     return "length" if max_tokens else "stop"
 
 

@@ -14,14 +14,19 @@ def sdk(base_url: str) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=f"{base_url}/v1", api_key="sk-test", max_retries=0, timeout=60)
 
 
-async def stream_text(base_url: str, messages: list[dict[str, Any]], **params: Any
-                      ) -> tuple[str, Any, list[Any]]:
+async def stream_text(
+    base_url: str, messages: list[dict[str, Any]], **params: Any
+) -> tuple[str, Any, list[Any]]:
     """Stream a completion with the SDK; return (text, usage of the final chunk, all chunks)."""
     chunks = []
     async with sdk(base_url) as client:
         stream = await client.chat.completions.create(
-            model=params.pop("model", "auto"), messages=messages, stream=True,  # type: ignore[arg-type]
-            stream_options={"include_usage": True}, **params)
+            model=params.pop("model", "auto"),
+            messages=messages,
+            stream=True,  # type: ignore[arg-type]
+            stream_options={"include_usage": True},
+            **params,
+        )
         async for chunk in stream:
             chunks.append(chunk)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -32,7 +37,8 @@ async def complete(base_url: str, messages: list[dict[str, Any]], **params: Any)
     """A non-streamed completion with the SDK."""
     async with sdk(base_url) as client:
         return await client.chat.completions.create(
-            model=params.pop("model", "auto"), messages=messages, **params)  # type: ignore[arg-type]
+            model=params.pop("model", "auto"), messages=messages, **params
+        )  # type: ignore[arg-type]
 
 
 async def llmsim_stats(url: str) -> dict[str, int]:

@@ -17,13 +17,19 @@ BAD_BODIES: dict[str, tuple[Any, str | None]] = {
     "missing messages": ({"model": "auto"}, "messages"),
     "empty messages": ({"model": "auto", "messages": []}, "messages"),
     "messages not a list": ({"model": "auto", "messages": "hi"}, "messages"),
-    "unknown role": ({"model": "auto", "messages": [{"role": "wizard", "content": "x"}]},
-                     "messages.0.role"),
-    "content wrong type": ({"model": "auto", "messages": [{"role": "user", "content": 5}]},
-                           "messages.0.content"),
+    "unknown role": (
+        {"model": "auto", "messages": [{"role": "wizard", "content": "x"}]},
+        "messages.0.role",
+    ),
+    "content wrong type": (
+        {"model": "auto", "messages": [{"role": "user", "content": 5}]},
+        "messages.0.content",
+    ),
     "stream not a bool": ({"model": "auto", "messages": OK_MESSAGES, "stream": "yes"}, "stream"),
-    "max_tokens not an int": ({"model": "auto", "messages": OK_MESSAGES, "max_tokens": "ten"},
-                              "max_tokens"),
+    "max_tokens not an int": (
+        {"model": "auto", "messages": OK_MESSAGES, "max_tokens": "ten"},
+        "max_tokens",
+    ),
     "model not a string": ({"model": 5, "messages": OK_MESSAGES}, "model"),
     "missing model": ({"messages": OK_MESSAGES}, "model"),
     "body not an object": ([1, 2], None),
@@ -54,7 +60,9 @@ def _assert_openai_error(resp: httpx.Response, param: str | None) -> None:
 
 
 class TestBadInput:
-    async def test_each_bad_body_is_a_400_in_openai_shape_and_publishes_nothing(self, system: System):
+    async def test_each_bad_body_is_a_400_in_openai_shape_and_publishes_nothing(
+        self, system: System
+    ):
         before = await _request_offsets(system)
         async with httpx.AsyncClient(base_url=system.gateway_url, timeout=10) as client:
             for name, (body, param) in BAD_BODIES.items():
@@ -62,16 +70,21 @@ class TestBadInput:
                 assert resp.status_code == 400, name
                 _assert_openai_error(resp, param)
             for raw in (b"{not json", b"", b"\xff\xfe", b'{"model": "auto", "messages": [}'):
-                resp = await client.post("/v1/chat/completions", content=raw,
-                                         headers={"content-type": "application/json"})
+                resp = await client.post(
+                    "/v1/chat/completions",
+                    content=raw,
+                    headers={"content-type": "application/json"},
+                )
                 _assert_openai_error(resp, None)
         assert await _request_offsets(system) == before
 
     async def test_a_good_request_after_bad_ones_is_published_once(self, system: System):
         before = await _request_offsets(system)
         async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
-            resp = await client.post("/v1/chat/completions",
-                                     json={"model": "auto", "messages": OK_MESSAGES, "max_tokens": 3})
+            resp = await client.post(
+                "/v1/chat/completions",
+                json={"model": "auto", "messages": OK_MESSAGES, "max_tokens": 3},
+            )
         assert resp.status_code == 200
         after = await _request_offsets(system)
         assert sum(after.values()) - sum(before.values()) == 1

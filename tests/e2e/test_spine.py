@@ -11,15 +11,18 @@ from tests.system import System
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
-QUESTION = [{"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "What is Kafka, in one sentence?"}]
+QUESTION = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is Kafka, in one sentence?"},
+]
 
 
 class TestStreamedAnswer:
     async def test_streamed_text_equals_llmsim_direct_and_ends_with_usage(self, system: System):
         through, usage, chunks = await stream_text(system.gateway_url, QUESTION, max_tokens=40)
-        direct, direct_usage, _ = await stream_text(system.llmsim_url, QUESTION,
-                                                    model="llmsim-small", max_tokens=40)
+        direct, direct_usage, _ = await stream_text(
+            system.llmsim_url, QUESTION, model="llmsim-small", max_tokens=40
+        )
         assert through == direct
         assert len(through.split()) == 40
         assert usage is not None and usage.completion_tokens == direct_usage.completion_tokens == 40
@@ -38,8 +41,10 @@ class TestStreamedAnswer:
 
     async def test_sse_frames_carry_seq_ids_and_response_names_the_request(self, system: System):
         body = {"model": "auto", "messages": QUESTION, "stream": True, "max_tokens": 5}
-        async with httpx.AsyncClient(timeout=30) as client, client.stream(
-                "POST", f"{system.gateway_url}/v1/chat/completions", json=body) as resp:
+        async with (
+            httpx.AsyncClient(timeout=30) as client,
+            client.stream("POST", f"{system.gateway_url}/v1/chat/completions", json=body) as resp,
+        ):
             assert resp.status_code == 200
             assert resp.headers["x-request-id"].startswith("chatcmpl-")
             assert resp.headers["x-tokenbus-route"] in ("small", "large")
@@ -52,7 +57,8 @@ class TestStreamedAnswer:
 
 class TestConcurrency:
     async def test_fifty_concurrent_streams_through_one_worker_overlap_and_all_complete(
-            self, system: System):
+        self, system: System
+    ):
         async with httpx.AsyncClient() as client:
             await client.post(f"{system.llmsim_url}/stats/reset")
         prompts = [[{"role": "user", "content": f"question number {i}"}] for i in range(50)]
@@ -64,8 +70,9 @@ class TestConcurrency:
 
         results = await asyncio.gather(*(one(m) for m in prompts))
         peak = (await llmsim_stats(system.llmsim_url))["peak_open_streams"]
-        expected = await asyncio.gather(*(stream_text(system.llmsim_url, m, model="x", max_tokens=64)
-                                          for m in prompts))
+        expected = await asyncio.gather(
+            *(stream_text(system.llmsim_url, m, model="x", max_tokens=64) for m in prompts)
+        )
         for (text, usage, _, _), (direct, _, _) in zip(results, expected, strict=True):
             assert text == direct
             assert usage.completion_tokens == 64
@@ -73,7 +80,9 @@ class TestConcurrency:
         # served one request at a time would show a backend peak of exactly 1.
         starts = [r[2] for r in results]
         ends = [r[3] for r in results]
-        most_open = max(sum(1 for s, e in zip(starts, ends, strict=True) if s <= t < e) for t in starts)
+        most_open = max(
+            sum(1 for s, e in zip(starts, ends, strict=True) if s <= t < e) for t in starts
+        )
         assert most_open >= 25
         assert peak >= 10
         assert len(system.workers) == 1

@@ -13,11 +13,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.slow]
 
 
 async def test_sigkilled_worker_before_first_token_is_replaced_and_client_gets_whole_answer(
-        kafka_bootstrap: str, logs_dir: Path):
+    kafka_bootstrap: str, logs_dir: Path
+):
     # A long time to first token keeps the request inside the worker, tokenless, while we kill it.
-    system = System(kafka_bootstrap, f"f{uuid.uuid4().hex[:8]}.", logs_dir,
-                    llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "4000"},
-                    worker_env={"TOKENBUS_SESSION_TIMEOUT_MS": "6000"})
+    system = System(
+        kafka_bootstrap,
+        f"f{uuid.uuid4().hex[:8]}.",
+        logs_dir,
+        llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "4000"},
+        worker_env={"TOKENBUS_SESSION_TIMEOUT_MS": "6000"},
+    )
     system.start(workers=1)
     try:
         messages = [{"role": "user", "content": "survive a crash"}]

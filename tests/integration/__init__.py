@@ -1,0 +1,1 @@
+"""Integration tests against real processes (a Kafka broker run from its jars)."""

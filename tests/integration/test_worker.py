@@ -37,16 +37,22 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
 
 
 async def _run_worker(kafka_bootstrap: str, prefix: str, llmsim_url: str):
-    settings = InferenceSettings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
-                                 models="sim", llmsim_url=f"{llmsim_url}/v1", port=0)
+    settings = InferenceSettings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=prefix,
+        models="sim",
+        llmsim_url=f"{llmsim_url}/v1",
+        port=0,
+    )
     app = create_app(settings)
     return app.router.lifespan_context(app)
 
 
 async def _read_all(bootstrap: str, topic: str, stop) -> list[tuple[bytes | None, bytes]]:
     """Read `topic` from the beginning until `stop(records)` is true."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+    )
     await consumer.start()
     records: list[tuple[bytes | None, bytes]] = []
     try:
@@ -71,20 +77,33 @@ async def _committed(bootstrap: str, tp: TopicPartition) -> int:
 
 
 def _request(request_id: str) -> ChatRequested:
-    return ChatRequested(request_id=request_id, tenant_id="t", model="small",
-                         messages=(Message(role="user", content=f"hello {request_id}"),),
-                         params={"max_tokens": 8}, reply_partition=0)
+    return ChatRequested(
+        request_id=request_id,
+        tenant_id="t",
+        model="small",
+        messages=(Message(role="user", content=f"hello {request_id}"),),
+        params={"max_tokens": 8},
+        reply_partition=0,
+    )
 
 
 class TestCommitAfterFinish:
     async def test_offset_is_committed_only_after_the_request_completed(
-            self, kafka_bootstrap: str, topic_prefix: str, topics: Topics,
-            producer: AIOKafkaProducer):
+        self, kafka_bootstrap: str, topic_prefix: str, topics: Topics, producer: AIOKafkaProducer
+    ):
         llmsim = create_llmsim(LlmsimSettings(ttft_ms=1500, tokens_per_second=0))
-        async with serve(llmsim) as llmsim_url, await _run_worker(
-                kafka_bootstrap, topic_prefix, llmsim_url):
-            meta = await (await producer.send(topics.requests.name, _request("r-commit").model_dump_json().encode(),
-                                              key=b"r-commit", partition=3))
+        async with (
+            serve(llmsim) as llmsim_url,
+            await _run_worker(kafka_bootstrap, topic_prefix, llmsim_url),
+        ):
+            meta = await (
+                await producer.send(
+                    topics.requests.name,
+                    _request("r-commit").model_dump_json().encode(),
+                    key=b"r-commit",
+                    partition=3,
+                )
+            )
             tp = TopicPartition(topics.requests.name, 3)
 
             def has(kind: str):
@@ -104,23 +123,41 @@ class TestCommitAfterFinish:
 class TestPoisonMessages:
     @pytest.mark.parametrize("raw", [b"{not json", b'{"type": "chat_requested"}', b"\xff\xfe\x00"])
     async def test_invalid_request_goes_to_dlq_with_reason_and_the_next_is_served(
-            self, raw: bytes, kafka_bootstrap: str, topic_prefix: str, topics: Topics,
-            producer: AIOKafkaProducer):
+        self,
+        raw: bytes,
+        kafka_bootstrap: str,
+        topic_prefix: str,
+        topics: Topics,
+        producer: AIOKafkaProducer,
+    ):
         llmsim = create_llmsim(LlmsimSettings(ttft_ms=0, tokens_per_second=0))
-        async with serve(llmsim) as llmsim_url, await _run_worker(
-                kafka_bootstrap, topic_prefix, llmsim_url):
+        async with (
+            serve(llmsim) as llmsim_url,
+            await _run_worker(kafka_bootstrap, topic_prefix, llmsim_url),
+        ):
             bad = await (await producer.send(topics.requests.name, raw, key=b"bad", partition=0))
-            good = await (await producer.send(topics.requests.name,
-                                              _request("r-good").model_dump_json().encode(),
-                                              key=b"r-good", partition=0))
-            letters = await _read_all(kafka_bootstrap, topics.requests_dlq.name, lambda r: len(r) >= 1)
+            good = await (
+                await producer.send(
+                    topics.requests.name,
+                    _request("r-good").model_dump_json().encode(),
+                    key=b"r-good",
+                    partition=0,
+                )
+            )
+            letters = await _read_all(
+                kafka_bootstrap, topics.requests_dlq.name, lambda r: len(r) >= 1
+            )
             letter = DeadLetter.model_validate_json(letters[0][1])
-            assert letter.source_offset == bad.offset and letter.source_topic == topics.requests.name
+            assert (
+                letter.source_offset == bad.offset and letter.source_topic == topics.requests.name
+            )
             assert letter.value == raw.decode("utf-8", errors="backslashreplace")
             assert letter.reason and letter.consumer == "inference"
             events = await _read_all(
-                kafka_bootstrap, topics.tokens.name,
-                lambda recs: any(json.loads(v)["type"] == "completed" for _, v in recs))
+                kafka_bootstrap,
+                topics.tokens.name,
+                lambda recs: any(json.loads(v)["type"] == "completed" for _, v in recs),
+            )
             assert {json.loads(v)["request_id"] for _, v in events} == {"r-good"}
             tp = TopicPartition(topics.requests.name, 0)
 

@@ -304,8 +304,11 @@ async def _exposed_metrics() -> set[str]:
     from services.llmsim.app import create_app as llmsim_app
 
     names: set[str] = set()
-    for asgi in (gateway_app(GatewaySettings()), inference_app(InferenceSettings()),
-                 llmsim_app(LlmsimSettings())):
+    for asgi in (
+        gateway_app(GatewaySettings()),
+        inference_app(InferenceSettings()),
+        llmsim_app(LlmsimSettings()),
+    ):
         transport = httpx.ASGITransport(app=asgi)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             text = (await client.get("/metrics")).text
@@ -316,8 +319,12 @@ async def _exposed_metrics() -> set[str]:
 
 async def test_dashboard_queries_metrics_the_services_expose() -> None:
     wanted = _dashboard_metrics()
-    assert {"tokenbus_gateway_watched_requests", "tokenbus_inference_active_generations",
-            "llmsim_tokens_total", "faststream_received_messages_total"} <= wanted
+    assert {
+        "tokenbus_gateway_watched_requests",
+        "tokenbus_inference_active_generations",
+        "llmsim_tokens_total",
+        "faststream_received_messages_total",
+    } <= wanted
     missing = wanted - await _exposed_metrics()
     assert not missing, f"dashboard queries metrics nobody exposes: {sorted(missing)}"
 
@@ -345,8 +352,9 @@ def _dockerfile() -> list[str]:
 
 def test_dockerfile_entrypoint_is_tokenbus() -> None:
     lines = _dockerfile()
-    [entrypoint] = [json.loads(line.split(None, 1)[1]) for line in lines
-                    if line.startswith("ENTRYPOINT")]
+    [entrypoint] = [
+        json.loads(line.split(None, 1)[1]) for line in lines if line.startswith("ENTRYPOINT")
+    ]
     assert entrypoint == ["tokenbus"]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "tokenbus" in pyproject["project"]["scripts"]
@@ -364,7 +372,11 @@ def test_dockerfile_installs_from_the_lockfile() -> None:
 def test_dockerfile_copies_every_packaged_directory() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
-    copied = {p.rstrip("/") for line in _dockerfile() if line.startswith("COPY")
-              for p in line.split()[1:-1]}
+    copied = {
+        p.rstrip("/")
+        for line in _dockerfile()
+        if line.startswith("COPY")
+        for p in line.split()[1:-1]
+    }
     assert set(packages) <= copied
     assert {"pyproject.toml", "uv.lock", pyproject["project"]["readme"]} <= copied

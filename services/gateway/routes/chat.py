@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from contracts import ChatRequested, Completed, ErrorCode, Failed, Started, new_request_id
 from services.common.logging import bind_request
-from services.fanout.hub import Subscription, SubscriberDropped
+from services.fanout.hub import SubscriberDropped, Subscription
 from services.gateway.auth import TenantDep
 from services.gateway.errors import ApiError, error_for_code
 from services.gateway.node import GatewayNode, NodeDep
@@ -37,23 +37,37 @@ async def chat_completions(
     with bind_request(request_id=request_id):
         sub = node.hub.subscribe(request_id)
         try:
-            started = await _submit(node, sub, ChatRequested(
-                request_id=request_id, tenant_id=tenant, model=body.model,
-                messages=tuple(body.messages), params=body.passthrough_params(),
-                stream=body.stream, reply_partition=partition,
-            ))
+            started = await _submit(
+                node,
+                sub,
+                ChatRequested(
+                    request_id=request_id,
+                    tenant_id=tenant,
+                    model=body.model,
+                    messages=tuple(body.messages),
+                    params=body.passthrough_params(),
+                    stream=body.stream,
+                    reply_partition=partition,
+                ),
+            )
         except BaseException:
             sub.close()
             raise
-        headers = {"x-request-id": request_id, "x-tokenbus-route": started.tier,
-                   "x-tokenbus-model": started.model}
+        headers = {
+            "x-request-id": request_id,
+            "x-tokenbus-route": started.tier,
+            "x-tokenbus-model": started.model,
+        }
         if body.stream:
             fmt = ChunkFormatter(request_id, started.created, started.model, body.include_usage)
-            frames = _sse_frames(sub, started, fmt, body.include_usage, node.settings.idle_timeout_s)
+            frames = _sse_frames(
+                sub, started, fmt, body.include_usage, node.settings.idle_timeout_s
+            )
             return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
         with sub:
-            return JSONResponse(await _collect(sub, started, node.settings.idle_timeout_s),
-                                headers=headers)
+            return JSONResponse(
+                await _collect(sub, started, node.settings.idle_timeout_s), headers=headers
+            )
 
 
 async def _submit(node: GatewayNode, sub: Subscription, request: ChatRequested) -> Started:
@@ -62,21 +76,30 @@ async def _submit(node: GatewayNode, sub: Subscription, request: ChatRequested) 
         await node.publisher.chat(request)
     except KafkaError as exc:
         log.error("publish_failed", error=type(exc).__name__)
-        raise ApiError(503, "The request queue is unavailable; try again.", type_="api_error",
-                       code="service_unavailable") from exc
+        raise ApiError(
+            503,
+            "The request queue is unavailable; try again.",
+            type_="api_error",
+            code="service_unavailable",
+        ) from exc
     log.info("request_published", tenant=request.tenant_id, model=request.model)
     try:
         async with asyncio.timeout(node.settings.first_event_timeout_s):
             first = await sub.next()
     except TimeoutError as exc:
         await node.publisher.cancel(request.request_id, reason="no_worker")
-        raise ApiError(503, "No inference worker took the request in time; try again.",
-                       type_="api_error", code=ErrorCode.OVERLOADED.value) from exc
+        raise ApiError(
+            503,
+            "No inference worker took the request in time; try again.",
+            type_="api_error",
+            code=ErrorCode.OVERLOADED.value,
+        ) from exc
     if isinstance(first, Failed):
         raise error_for_code(first.code, first.message)
     if not isinstance(first, Started):
-        raise ApiError(502, "The stream began out of order.", type_="api_error",
-                       code=ErrorCode.INTERNAL.value)
+        raise ApiError(
+            502, "The stream began out of order.", type_="api_error", code=ErrorCode.INTERNAL.value
+        )
     return first
 
 
@@ -91,7 +114,10 @@ async def _next(sub: Subscription, idle_timeout_s: float) -> Any:
 
 
 async def _sse_frames(
-    sub: Subscription, started: Started, fmt: ChunkFormatter, include_usage: bool,
+    sub: Subscription,
+    started: Started,
+    fmt: ChunkFormatter,
+    include_usage: bool,
     idle_timeout_s: float,
 ) -> AsyncIterator[ServerSentEvent | str]:
     with sub:
@@ -100,12 +126,16 @@ async def _sse_frames(
             try:
                 event = await _next(sub, idle_timeout_s)
             except TimeoutError:
-                yield _frame(stream_error(ErrorCode.STREAM_TIMEOUT.value,
-                                                   "the answer stalled; resume or retry"))
+                yield _frame(
+                    stream_error(
+                        ErrorCode.STREAM_TIMEOUT.value, "the answer stalled; resume or retry"
+                    )
+                )
                 return
             except SubscriberDropped:
-                yield _frame(stream_error("slow_consumer",
-                                                   "client too slow; resume from the last id"))
+                yield _frame(
+                    stream_error("slow_consumer", "client too slow; resume from the last id")
+                )
                 return
             if event is None:
                 return
@@ -131,18 +161,30 @@ async def _collect(sub: Subscription, started: Started, idle_timeout_s: float) -
         try:
             event = await _next(sub, idle_timeout_s)
         except TimeoutError as exc:
-            raise ApiError(504, "The answer stalled.", type_="api_error",
-                           code=ErrorCode.STREAM_TIMEOUT.value) from exc
+            raise ApiError(
+                504, "The answer stalled.", type_="api_error", code=ErrorCode.STREAM_TIMEOUT.value
+            ) from exc
         except SubscriberDropped as exc:
-            raise ApiError(502, "The answer could not be buffered.", type_="api_error",
-                           code=ErrorCode.OVERLOADED.value) from exc
+            raise ApiError(
+                502,
+                "The answer could not be buffered.",
+                type_="api_error",
+                code=ErrorCode.OVERLOADED.value,
+            ) from exc
         if event is None:
-            raise ApiError(502, "The stream ended early.", type_="api_error",
-                           code=ErrorCode.INTERNAL.value)
+            raise ApiError(
+                502, "The stream ended early.", type_="api_error", code=ErrorCode.INTERNAL.value
+            )
         if event.type == "delta":
             parts.append(event.content)
         elif isinstance(event, Failed):
             raise error_for_code(event.code, event.message)
         elif isinstance(event, Completed):
-            return completion_body(sub.request_id, started.created, started.model, "".join(parts),
-                                   event.finish_reason, event.usage)
+            return completion_body(
+                sub.request_id,
+                started.created,
+                started.model,
+                "".join(parts),
+                event.finish_reason,
+                event.usage,
+            )

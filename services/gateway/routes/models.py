@@ -13,5 +13,7 @@ router = APIRouter()
 @router.get("/v1/models")
 async def list_models(node: NodeDep, _: TenantDep) -> dict[str, Any]:
     names = ["auto", *node.models.tiers, *node.models.concrete_models()]
-    return {"object": "list",
-            "data": [{"id": n, "object": "model", "created": 0, "owned_by": "tokenbus"} for n in names]}
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "tokenbus"} for n in names],
+    }

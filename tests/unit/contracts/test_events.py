@@ -1,10 +1,10 @@
-"""Event contracts: JSON round trips, tolerant reading, rejection, topics, ids and schema snapshots."""
+"""Event contracts: JSON round trips, tolerant reading, rejection, topics, ids, schemas."""
 
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -37,12 +37,20 @@ USAGE = TokenUsage(prompt_tokens=12, completion_tokens=5, total_tokens=17)
 def _stream_events() -> list[Event]:
     common: dict[str, Any] = {"request_id": REQUEST_ID, "attempt": "a1"}
     return [
-        Started(seq=0, model="llmsim-small", tier="small", route_reason="score", route_score=0.4,
-                created=1_700_000_000, **common),
+        Started(
+            seq=0,
+            model="llmsim-small",
+            tier="small",
+            route_reason="score",
+            route_score=0.4,
+            created=1_700_000_000,
+            **common,
+        ),
         Delta(seq=1, content='He said "hi"\n😀', role="assistant", **common),
         Completed(seq=2, finish_reason="stop", usage=USAGE, **common),
-        Failed(seq=3, code=ErrorCode.WORKER_LOST, message="lost", retryable=True, usage=USAGE,
-               **common),
+        Failed(
+            seq=3, code=ErrorCode.WORKER_LOST, message="lost", retryable=True, usage=USAGE, **common
+        ),
     ]
 
 
@@ -50,21 +58,43 @@ def _other_events() -> list[Event]:
     now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
     return [
         ChatRequested(
-            request_id=REQUEST_ID, tenant_id="acme", model="auto",
-            messages=(Message(role="system", content="Be brief."),
-                      Message(role="user", content=[{"type": "text", "text": "hi"}])),
-            params={"temperature": 0.2, "max_tokens": 7, "stop": ["\n"]}, reply_partition=2,
+            request_id=REQUEST_ID,
+            tenant_id="acme",
+            model="auto",
+            messages=(
+                Message(role="system", content="Be brief."),
+                Message(role="user", content=[{"type": "text", "text": "hi"}]),
+            ),
+            params={"temperature": 0.2, "max_tokens": 7, "stop": ["\n"]},
+            reply_partition=2,
         ),
         CancelRequested(request_id=REQUEST_ID, reason="disconnect_grace"),
         UsageRecorded(
-            request_id=REQUEST_ID, attempt="a1", tenant_id="acme", route="score", route_score=0.4,
-            tier="small", backend="llmsim-small", model="llmsim-small", usage=USAGE,
-            cost_usd=0.001, ttft_ms=12.5, duration_ms=80.0, finish_reason="stop", status="ok",
-            started_at=now, finished_at=now,
+            request_id=REQUEST_ID,
+            attempt="a1",
+            tenant_id="acme",
+            route="score",
+            route_score=0.4,
+            tier="small",
+            backend="llmsim-small",
+            model="llmsim-small",
+            usage=USAGE,
+            cost_usd=0.001,
+            ttft_ms=12.5,
+            duration_ms=80.0,
+            finish_reason="stop",
+            status="ok",
+            started_at=now,
+            finished_at=now,
         ),
         DeadLetter(
-            request_id="unknown", source_topic="llm.requests", source_partition=3,
-            source_offset=42, key=None, value="not json", reason="json_invalid",
+            request_id="unknown",
+            source_topic="llm.requests",
+            source_partition=3,
+            source_offset=42,
+            key=None,
+            value="not json",
+            reason="json_invalid",
             consumer="inference",
         ),
     ]
@@ -110,9 +140,14 @@ class TestJsonRoundTrip:
     def test_type_names_are_the_documented_ones(self) -> None:
         names = {cls.__name__: cls.model_fields["type"].default for cls in EVENT_CLASSES}
         assert names == {
-            "Started": "started", "Delta": "delta", "Completed": "completed", "Failed": "failed",
-            "ChatRequested": "chat_requested", "CancelRequested": "cancel_requested",
-            "UsageRecorded": "usage_recorded", "DeadLetter": "dead_letter",
+            "Started": "started",
+            "Delta": "delta",
+            "Completed": "completed",
+            "Failed": "failed",
+            "ChatRequested": "chat_requested",
+            "CancelRequested": "cancel_requested",
+            "UsageRecorded": "usage_recorded",
+            "DeadLetter": "dead_letter",
         }
 
 
@@ -142,10 +177,13 @@ class TestTolerantReader:
 
     def test_message_keeps_openai_fields_it_does_not_model(self) -> None:
         # tool calls and the like must reach the backend unchanged
-        message = Message.model_validate({"role": "assistant", "content": None,
-                                          "tool_calls": [{"id": "c1", "type": "function"}]})
+        message = Message.model_validate(
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]}
+        )
         assert message.model_dump(exclude_none=True) == {
-            "role": "assistant", "tool_calls": [{"id": "c1", "type": "function"}]}
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "type": "function"}],
+        }
 
 
 class TestRejectsInvalid:
@@ -222,7 +260,11 @@ class TestTopics:
         for original, copy in pairs:
             assert copy.name == "t1." + original.name
             assert (copy.key, copy.partitions, copy.value, copy.retention_ms) == (
-                original.key, original.partitions, original.value, original.retention_ms)
+                original.key,
+                original.partitions,
+                original.value,
+                original.retention_ms,
+            )
 
     def test_with_prefix_leaves_the_registry_unchanged(self) -> None:
         TOPICS.with_prefix("t2.")
@@ -234,8 +276,10 @@ class TestTopics:
 
     def test_documented_names_and_keys(self) -> None:
         assert {t.name: t.key for t in TOPICS.all()} == {
-            "llm.requests": "request_id", "llm.tokens": "request_id",
-            "llm.control": "request_id", "llm.usage": "tenant_id",
+            "llm.requests": "request_id",
+            "llm.tokens": "request_id",
+            "llm.control": "request_id",
+            "llm.usage": "tenant_id",
             "llm.requests.dlq": "request_id",
         }
 
@@ -255,16 +299,19 @@ class TestRequestId:
         assert a.startswith("chatcmpl-")
         assert a != b
 
-    @pytest.mark.parametrize("foreign", [
-        "",
-        "chatcmpl-9A8b7C6d5E4f3G2h1",  # OpenAI's own shape
-        "chatcmpl-18bcfe56800-2",  # no random part
-        "chatcmpl-18bcfe56800-2-0123456789ABCDEF",  # upper-case hex
-        "chatcmpl-18bcfe56800-12345-0123456789abcdef",  # partition too long
-        "chatcmpl-18bcfe56800-2-0123456789abcdef-extra",
-        "xchatcmpl-18bcfe56800-2-0123456789abcdef",
-        "chatcmpl-18bcfe56800-2-0123456789abcdef\n",
-    ])
+    @pytest.mark.parametrize(
+        "foreign",
+        [
+            "",
+            "chatcmpl-9A8b7C6d5E4f3G2h1",  # OpenAI's own shape
+            "chatcmpl-18bcfe56800-2",  # no random part
+            "chatcmpl-18bcfe56800-2-0123456789ABCDEF",  # upper-case hex
+            "chatcmpl-18bcfe56800-12345-0123456789abcdef",  # partition too long
+            "chatcmpl-18bcfe56800-2-0123456789abcdef-extra",
+            "xchatcmpl-18bcfe56800-2-0123456789abcdef",
+            "chatcmpl-18bcfe56800-2-0123456789abcdef\n",
+        ],
+    )
     def test_foreign_ids_are_rejected(self, foreign: str) -> None:
         assert parse_request_id(foreign) is None
 
@@ -274,7 +321,7 @@ class TestRequestId:
 
 
 class TestErrorCode:
-    EXPECTED_RETRYABLE = {
+    EXPECTED_RETRYABLE: ClassVar[dict[ErrorCode, bool]] = {
         ErrorCode.INVALID_REQUEST: False,
         ErrorCode.INTERNAL: False,
         ErrorCode.BACKEND_ERROR: True,
@@ -295,7 +342,8 @@ class TestErrorCode:
 
 
 def _schema_text(model: type[BaseModel]) -> str:
-    return json.dumps(model.model_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    schema = model.model_json_schema()
+    return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 class TestSchemaSnapshots:
@@ -307,9 +355,11 @@ class TestSchemaSnapshots:
         current = _schema_text(model)
         if os.environ.get("UPDATE_SCHEMAS") == "1":
             path.write_text(current, encoding="utf-8")
-        hint = (f"{model.__name__}'s JSON Schema differs from {path.name}: breaking change? "
-                "bump schema_version, then regenerate with "
-                "`UPDATE_SCHEMAS=1 pytest tests/unit/contracts`")
+        hint = (
+            f"{model.__name__}'s JSON Schema differs from {path.name}: breaking change? "
+            "bump schema_version, then regenerate with "
+            "`UPDATE_SCHEMAS=1 pytest tests/unit/contracts`"
+        )
         assert path.exists(), hint
         assert json.loads(path.read_text(encoding="utf-8")) == json.loads(current), hint
 

@@ -28,8 +28,12 @@ class Attempt:
         return Completed(finish_reason="stop", usage=TokenUsage(), **self._next())  # type: ignore[arg-type]
 
     def failed(self) -> Failed:
-        return Failed(code="backend_error", message="x", retryable=True,  # type: ignore[arg-type]
-                      **self._next())
+        return Failed(
+            code="backend_error",
+            message="x",
+            retryable=True,  # type: ignore[arg-type]
+            **self._next(),
+        )
 
     def stream(self, *texts: str) -> list[StreamEvent]:
         """A whole successful attempt: started, one delta per text, completed."""

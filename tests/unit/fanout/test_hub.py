@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from contracts import ErrorCode, Failed, StreamEvent
-from services.fanout.hub import Hub, Subscription, SubscriberDropped
+from services.fanout.hub import Hub, SubscriberDropped, Subscription
 
 from .events import REQUEST, Attempt
 

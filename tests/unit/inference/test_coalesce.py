@@ -95,7 +95,7 @@ class TestWindow:
     async def test_a_long_stream_keeps_every_character_once_and_in_order(self) -> None:
         rec = Recorder()
         coalescer = Coalescer(WINDOW, rec)
-        tokens = [f" t{i}" for i in range(60)] + ["", " ü\n\"end\""]
+        tokens = [f" t{i}" for i in range(60)] + ["", ' ü\n"end"']
         for i, token in enumerate(tokens):
             await coalescer.add(token)
             if i % 10 == 9:

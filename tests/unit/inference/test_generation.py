@@ -37,13 +37,16 @@ from services.inference.generation import (
 from services.inference.reply import ReplyStream
 from services.llmsim import answer_tokens, create_app
 from services.llmsim.text import count_prompt_tokens
-from tests.unit.llmsim.conftest import eventually, fast_settings, serve
+from tests.fakes import eventually, serve
+from tests.unit.llmsim.conftest import fast_settings
 
 TOPIC = "t.llm.tokens"
 PARTITION = 3
 HEADERS = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
-MESSAGES = (Message(role="system", content="Be brief."),
-            Message(role="user", content="Explain consumer groups"))
+MESSAGES = (
+    Message(role="system", content="Be brief."),
+    Message(role="user", content="Explain consumer groups"),
+)
 PLAIN_MESSAGES = [m.model_dump() for m in MESSAGES]
 DEFAULT_TOKENS = 64  # llmsim's default answer length
 
@@ -63,8 +66,9 @@ class FakeSend:
     def __init__(self) -> None:
         self.sent: list[Sent] = []
 
-    async def __call__(self, topic: str, value: bytes, key: bytes, partition: int,
-                       headers: list[tuple[str, bytes]]) -> "asyncio.Future[Any]":
+    async def __call__(
+        self, topic: str, value: bytes, key: bytes, partition: int, headers: list[tuple[str, bytes]]
+    ) -> "asyncio.Future[Any]":
         self.sent.append(Sent(topic, value, key, partition, headers))
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(None)
@@ -81,8 +85,12 @@ class FakeSend:
 
 def _request(**params: Any) -> ChatRequested:
     return ChatRequested(
-        request_id=new_request_id(PARTITION, int(time.time() * 1000)), tenant_id="acme",
-        model="small", messages=MESSAGES, params=params, reply_partition=PARTITION,
+        request_id=new_request_id(PARTITION, int(time.time() * 1000)),
+        tenant_id="acme",
+        model="small",
+        messages=MESSAGES,
+        params=params,
+        reply_partition=PARTITION,
     )
 
 
@@ -91,7 +99,10 @@ def _route(base_url: str, model: str = "small") -> Route:
 
 
 async def _generate(
-    client: openai.AsyncOpenAI, request: ChatRequested, send: FakeSend, coalesce_s: float = 0.0,
+    client: openai.AsyncOpenAI,
+    request: ChatRequested,
+    send: FakeSend,
+    coalesce_s: float = 0.0,
 ) -> Outcome:
     route = _route(str(client.base_url), request.model)
     reply = ReplyStream(send, TOPIC, request, attempt="attempt-1", headers=HEADERS)
@@ -138,8 +149,12 @@ class TestStream:
         outcome = await _generate(client, _request(), send)
         prompt = count_prompt_tokens(PLAIN_MESSAGES)
         assert prompt != estimate_prompt_tokens(_request())  # so an estimate would show
-        expected = TokenUsage(prompt_tokens=prompt, completion_tokens=DEFAULT_TOKENS,
-                              total_tokens=prompt + DEFAULT_TOKENS, estimated=False)
+        expected = TokenUsage(
+            prompt_tokens=prompt,
+            completion_tokens=DEFAULT_TOKENS,
+            total_tokens=prompt + DEFAULT_TOKENS,
+            estimated=False,
+        )
         completed = send.events[-1]
         assert isinstance(completed, Completed)
         assert completed.usage == expected
@@ -158,7 +173,10 @@ class TestStream:
         started = send.events[0]
         assert isinstance(started, Started)
         assert (started.model, started.tier, started.route_reason) == (
-            "llmsim-small", "small", "explicit")
+            "llmsim-small",
+            "small",
+            "explicit",
+        )
         assert abs(started.created - time.time()) < 60
 
     async def test_every_event_goes_to_the_reply_partition_keyed_by_request_id(
@@ -168,7 +186,8 @@ class TestStream:
         await _generate(client, request, send)
         assert send.sent
         assert {(s.topic, s.key, s.partition) for s in send.sent} == {
-            (TOPIC, request.request_id.encode(), PARTITION)}
+            (TOPIC, request.request_id.encode(), PARTITION)
+        }
         assert all(s.headers == HEADERS for s in send.sent)
         assert {e.request_id for e in send.events} == {request.request_id}
 
@@ -178,7 +197,8 @@ class TestParams:
         send = FakeSend()
         outcome = await _generate(client, _request(max_tokens=5), send)
         assert "".join(d.content for d in send.deltas) == "".join(
-            answer_tokens(PLAIN_MESSAGES, 5, DEFAULT_TOKENS))
+            answer_tokens(PLAIN_MESSAGES, 5, DEFAULT_TOKENS)
+        )
         assert len(send.deltas) == 5
         assert outcome.finish_reason == "length"
         assert outcome.usage.completion_tokens == 5
@@ -190,18 +210,26 @@ class TestParams:
             bodies.append(json.loads(request.content))
 
         http = httpx.AsyncClient(event_hooks={"request": [record]})
-        async with openai.AsyncOpenAI(base_url=f"{llmsim_url}/v1", api_key="x", max_retries=0,
-                                      http_client=http) as client:
-            request = _request(temperature=0.3, max_tokens=4, stop=["\n"], seed=7,
-                               model="sneaky", stream=False)
+        async with openai.AsyncOpenAI(
+            base_url=f"{llmsim_url}/v1", api_key="x", max_retries=0, http_client=http
+        ) as client:
+            request = _request(
+                temperature=0.3, max_tokens=4, stop=["\n"], seed=7, model="sneaky", stream=False
+            )
             await _generate(client, request, FakeSend())
         [body] = bodies
         assert (body["temperature"], body["max_tokens"], body["stop"], body["seed"]) == (
-            0.3, 4, ["\n"], 7)
+            0.3,
+            4,
+            ["\n"],
+            7,
+        )
         assert (body["model"], body["stream"]) == ("llmsim-small", True)
         assert body["stream_options"] == {"include_usage": True}
-        assert body["messages"] == [{"role": "system", "content": "Be brief."},
-                                    {"role": "user", "content": "Explain consumer groups"}]
+        assert body["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Explain consumer groups"},
+        ]
 
 
 class TestCoalescing:
@@ -213,7 +241,8 @@ class TestCoalescing:
         await _generate(client, _request(), coalesced, coalesce_s=0.05)
         assert len(coalesced.deltas) < len(per_token.deltas) == DEFAULT_TOKENS
         assert "".join(d.content for d in coalesced.deltas) == "".join(
-            d.content for d in per_token.deltas)
+            d.content for d in per_token.deltas
+        )
         assert coalesced.deltas[0].role == "assistant"
         assert [e.seq for e in coalesced.events] == list(range(len(coalesced.events)))
         last = coalesced.events[-1]
@@ -225,8 +254,11 @@ class TestCancel:
     async def test_cancel_stops_upstream_and_reports_partial_usage(self) -> None:
         # Paced, so the answer is certainly still streaming when the cancel arrives.
         app = create_app(fast_settings(tokens_per_second=200))
-        async with (serve(app) as url, httpx.AsyncClient(base_url=url) as http,
-                    openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client):
+        async with (
+            serve(app) as url,
+            httpx.AsyncClient(base_url=url) as http,
+            openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
+        ):
             send, request = FakeSend(), _request(max_tokens=1000)
             task = asyncio.create_task(_generate(client, request, send))
 
@@ -252,16 +284,25 @@ class TestCancel:
         received = len(send.deltas)
         assert 3 <= received < 1000
         prompt = estimate_prompt_tokens(request)
-        assert last.usage == TokenUsage(prompt_tokens=prompt, completion_tokens=received,
-                                        total_tokens=prompt + received, estimated=True)
+        assert last.usage == TokenUsage(
+            prompt_tokens=prompt,
+            completion_tokens=received,
+            total_tokens=prompt + received,
+            estimated=True,
+        )
         assert (outcome.status, outcome.finish_reason, outcome.usage) == (
-            "cancelled", "cancelled", last.usage)
+            "cancelled",
+            "cancelled",
+            last.usage,
+        )
 
     async def test_other_cancellations_propagate(self) -> None:
         # A shutdown leaves the request uncommitted for another worker: no terminal event.
         app = create_app(fast_settings(tokens_per_second=200))
-        async with (serve(app) as url,
-                    openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client):
+        async with (
+            serve(app) as url,
+            openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
+        ):
             send = FakeSend()
             task = asyncio.create_task(_generate(client, _request(max_tokens=1000), send))
 
@@ -314,21 +355,30 @@ class TestBackendErrors:
 def _http_error(status: int) -> openai.APIStatusError:
     request = httpx.Request("POST", "http://backend/v1/chat/completions")
     response = httpx.Response(status, request=request)
-    error_class = {400: openai.BadRequestError, 429: openai.RateLimitError,
-                   500: openai.InternalServerError}[status]
+    error_class = {
+        400: openai.BadRequestError,
+        429: openai.RateLimitError,
+        500: openai.InternalServerError,
+    }[status]
     return error_class("boom", response=response, body=None)
 
 
 class TestClassifyError:
-    @pytest.mark.parametrize(("exc", "code"), [
-        (openai.APITimeoutError(httpx.Request("POST", "http://b")), ErrorCode.BACKEND_TIMEOUT),
-        (openai.APIConnectionError(request=httpx.Request("POST", "http://b")),
-         ErrorCode.BACKEND_UNAVAILABLE),
-        (_http_error(400), ErrorCode.INVALID_REQUEST),
-        (_http_error(429), ErrorCode.BACKEND_ERROR),
-        (_http_error(500), ErrorCode.BACKEND_ERROR),
-        (ValueError("bad chunk"), ErrorCode.BACKEND_ERROR),
-    ], ids=["timeout", "connection", "400", "429", "500", "value"])
+    @pytest.mark.parametrize(
+        ("exc", "code"),
+        [
+            (openai.APITimeoutError(httpx.Request("POST", "http://b")), ErrorCode.BACKEND_TIMEOUT),
+            (
+                openai.APIConnectionError(request=httpx.Request("POST", "http://b")),
+                ErrorCode.BACKEND_UNAVAILABLE,
+            ),
+            (_http_error(400), ErrorCode.INVALID_REQUEST),
+            (_http_error(429), ErrorCode.BACKEND_ERROR),
+            (_http_error(500), ErrorCode.BACKEND_ERROR),
+            (ValueError("bad chunk"), ErrorCode.BACKEND_ERROR),
+        ],
+        ids=["timeout", "connection", "400", "429", "500", "value"],
+    )
     def test_sdk_errors_map_to_error_codes(self, exc: Exception, code: ErrorCode) -> None:
         assert classify_error(exc) is code
 
@@ -346,16 +396,26 @@ class TestRouteRequest:
     def test_auto_goes_to_the_small_tier(self) -> None:
         route = route_request(self.CONFIG, "auto")
         assert (route.tier, route.model, route.backend.name) == (
-            "small", "llmsim-small", "llmsim-small")
+            "small",
+            "llmsim-small",
+            "llmsim-small",
+        )
         assert route.reason != "explicit"
 
     def test_a_concrete_model_picks_the_backend_serving_it(self) -> None:
         route = route_request(self.CONFIG, "llmsim-large")
         assert (route.tier, route.model, route.backend.name, route.reason) == (
-            "large", "llmsim-large", "llmsim-large", "explicit")
+            "large",
+            "llmsim-large",
+            "llmsim-large",
+            "explicit",
+        )
 
     def test_an_unknown_model_passes_through_to_the_small_tier(self) -> None:
         route = route_request(self.CONFIG, "gpt-4o-2024-08-06")
         assert (route.tier, route.backend.name, route.reason) == (
-            "small", "llmsim-small", "passthrough")
+            "small",
+            "llmsim-small",
+            "passthrough",
+        )
         assert route.model == "gpt-4o-2024-08-06"  # sent to the backend under its own name

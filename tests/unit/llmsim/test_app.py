@@ -47,8 +47,12 @@ async def test_stream_chunks(client: httpx.AsyncClient) -> None:
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == "m" for c in chunks)
     assert all("usage" not in c for c in chunks)  # only when include_usage is asked for
     assert chunks[0]["choices"] == [
-        {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-         "finish_reason": None}
+        {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": None,
+            "finish_reason": None,
+        }
     ]
     text = "".join(c["choices"][0]["delta"]["content"] for c in chunks[1:-1])
     assert text == "".join(answer_tokens(MESSAGES, None, 64))
@@ -57,15 +61,23 @@ async def test_stream_chunks(client: httpx.AsyncClient) -> None:
 
 
 async def test_stream_usage_chunk(client: httpx.AsyncClient) -> None:
-    body = {"model": "m", "messages": MESSAGES, "stream": True, "max_completion_tokens": 3,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "m",
+        "messages": MESSAGES,
+        "stream": True,
+        "max_completion_tokens": 3,
+        "stream_options": {"include_usage": True},
+    }
     chunks = _chunks((await client.post("/v1/chat/completions", json=body)).content)
     assert all(c["usage"] is None for c in chunks[:-1])
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["choices"] == []
     prompt = count_prompt_tokens(MESSAGES)
-    assert chunks[-1]["usage"] == {"prompt_tokens": prompt, "completion_tokens": 3,
-                                   "total_tokens": prompt + 3}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": 3,
+        "total_tokens": prompt + 3,
+    }
 
 
 async def test_non_stream_completion(client: httpx.AsyncClient) -> None:
@@ -99,12 +111,21 @@ async def test_answer_ignores_model_name(client: httpx.AsyncClient) -> None:
         (b'{"model": "m", "messages": [', None, None),
         (b"not json", None, None),
         (b'{"model": "m", "messages": "hi"}', "messages", "invalid_type"),
-        (b'{"model": "m", "messages": [{"content": "hi"}]}', "messages[0].role",
-         "missing_required_parameter"),
-        (b'{"model": "m", "messages": [{"role": "user"}], "stream": "often"}', "stream",
-         "invalid_type"),
-        (b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": 0}', "max_tokens",
-         "integer_below_min_value"),
+        (
+            b'{"model": "m", "messages": [{"content": "hi"}]}',
+            "messages[0].role",
+            "missing_required_parameter",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user"}], "stream": "often"}',
+            "stream",
+            "invalid_type",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": 0}',
+            "max_tokens",
+            "integer_below_min_value",
+        ),
         (b'{"messages": [{"role": "user"}]}', "model", "missing_required_parameter"),
         (b"[1, 2]", None, None),
         (b"", None, None),
@@ -134,14 +155,23 @@ async def test_models_and_health(client: httpx.AsyncClient) -> None:
 
 
 async def test_stats_and_metrics(client: httpx.AsyncClient) -> None:
-    await client.post("/v1/chat/completions", json={"model": "m", "messages": MESSAGES,
-                                                     "stream": True, "max_tokens": 5})
-    await client.post("/v1/chat/completions", json={"model": "m", "messages": MESSAGES,
-                                                     "max_tokens": 2})
+    await client.post(
+        "/v1/chat/completions",
+        json={"model": "m", "messages": MESSAGES, "stream": True, "max_tokens": 5},
+    )
+    await client.post(
+        "/v1/chat/completions", json={"model": "m", "messages": MESSAGES, "max_tokens": 2}
+    )
     stats = (await client.get("/stats")).json()
-    assert stats == {"open_streams": 0, "peak_open_streams": 1, "requests_total": 2,
-                     "streams_total": 1, "streams_completed": 1, "streams_closed_early": 0,
-                     "tokens_total": 7}
+    assert stats == {
+        "open_streams": 0,
+        "peak_open_streams": 1,
+        "requests_total": 2,
+        "streams_total": 1,
+        "streams_completed": 1,
+        "streams_closed_early": 0,
+        "tokens_total": 7,
+    }
     metrics = (await client.get("/metrics")).text
     assert "llmsim_tokens_total 7.0" in metrics
     assert "llmsim_open_streams 0.0" in metrics

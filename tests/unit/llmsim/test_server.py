@@ -10,8 +10,10 @@ from services.llmsim import answer_tokens, create_app
 
 from .conftest import eventually, fast_settings, serve
 
-MESSAGES = [{"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "What is a partition?"}]
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "What is a partition?"},
+]
 
 
 @pytest.fixture
@@ -24,7 +26,9 @@ async def test_openai_sdk_stream_and_completion(base_url: str) -> None:
     expected = "".join(answer_tokens(MESSAGES, None, 64))
     async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="x") as client:
         stream = await client.chat.completions.create(
-            model="llmsim-small", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+            model="llmsim-small",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
             stream_options={"include_usage": True},
         )
         chunks = [chunk async for chunk in stream]
@@ -36,7 +40,8 @@ async def test_openai_sdk_stream_and_completion(base_url: str) -> None:
         assert chunks[-1].usage.completion_tokens == 64
 
         completion = await client.chat.completions.create(
-            model="llmsim-large", messages=MESSAGES  # type: ignore[arg-type]
+            model="llmsim-large",
+            messages=MESSAGES,  # type: ignore[arg-type]
         )
         assert completion.choices[0].message.content == expected
         assert completion.usage is not None
@@ -48,7 +53,9 @@ async def test_openai_sdk_stream_and_completion(base_url: str) -> None:
 async def test_openai_sdk_max_tokens(base_url: str) -> None:
     async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="x") as client:
         stream = await client.chat.completions.create(
-            model="llmsim-small", messages=MESSAGES, stream=True,  # type: ignore[arg-type]
+            model="llmsim-small",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
             max_tokens=7,
         )
         chunks = [chunk async for chunk in stream]
@@ -75,7 +82,10 @@ async def test_client_closing_a_stream_early_is_counted() -> None:
 
         async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x") as client:
             stream = await client.chat.completions.create(
-                model="m", messages=MESSAGES, stream=True, max_tokens=1000  # type: ignore[arg-type]
+                model="m",
+                messages=MESSAGES,
+                stream=True,
+                max_tokens=1000,  # type: ignore[arg-type]
             )
             received = 0
             async for _ in stream:

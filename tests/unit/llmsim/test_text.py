@@ -13,8 +13,9 @@ def test_same_conversation_same_answer() -> None:
 def test_different_conversation_different_answer() -> None:
     other = [*CHAT[:1], {"role": "user", "content": "Hello there!"}]
     assert answer_tokens(CHAT, None, 64) != answer_tokens(other, None, 64)
-    assert answer_tokens(CHAT, None, 64) != answer_tokens([{**CHAT[0], "role": "user"}, CHAT[1]],
-                                                          None, 64)
+    assert answer_tokens(CHAT, None, 64) != answer_tokens(
+        [{**CHAT[0], "role": "user"}, CHAT[1]], None, 64
+    )
 
 
 def test_token_shape() -> None:
