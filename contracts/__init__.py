@@ -17,12 +17,13 @@ from contracts.stream import (
     TokenUsage,
 )
 from contracts.topics import TOPICS, Topic, Topics
-from contracts.usage import UsageRecorded
+from contracts.usage import BackendTry, UsageRecorded
 
 __all__ = [
     "STREAM_EVENT",
     "TERMINAL_TYPES",
     "TOPICS",
+    "BackendTry",
     "CancelRequested",
     "ChatRequested",
     "Completed",

@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.base import Event
 
@@ -35,6 +35,9 @@ class ChatRequested(Event):
     )
     stream: bool = Field(default=True, description="Whether the client asked for a stream")
     reply_partition: int = Field(ge=0, description="Partition of `llm.tokens` to answer on")
+    deadline: AwareDatetime | None = Field(
+        default=None, description="Give up (failed: deadline_exceeded) after this time"
+    )
 
     def backend_params(self) -> dict[str, Any]:
         """Generation parameters to hand to the OpenAI SDK call."""

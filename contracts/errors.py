@@ -12,6 +12,7 @@ class ErrorCode(StrEnum):
     BACKEND_UNAVAILABLE = "backend_unavailable"
     WORKER_LOST = "worker_lost"
     STREAM_TIMEOUT = "stream_timeout"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     OVERLOADED = "overloaded"
     INTERNAL = "internal_error"
 

@@ -25,13 +25,18 @@ class _StreamEventBase(Event):
 
 
 class Started(_StreamEventBase):
-    """The worker took the request and chose a backend."""
+    """The worker is trying a backend. More than one before any delta means a retry or a
+    fallback to another backend or tier; the last one before the first delta answers."""
 
     type: Literal["started"] = "started"
     model: str = Field(description="Concrete model that answers")
     tier: str = Field(description="Tier the request was routed to")
+    backend: str = Field(default="", description="Backend name within the tier")
     route_reason: str = Field(default="explicit", description="Why this tier: explicit | score")
     route_score: float | None = Field(default=None, description="Complexity score, for `auto`")
+    route_features: tuple[str, ...] = Field(default=(), description="Top features of the score")
+    try_no: int = Field(default=0, ge=0, description="Backend tries before this one")
+    retry_reason: str | None = Field(default=None, description="Error code of the previous try")
     created: int = Field(description="Unix time of the generation, as in OpenAI's `created`")
 
 

@@ -3,11 +3,23 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.base import Event
 from contracts.errors import ErrorCode
 from contracts.stream import TokenUsage
+
+
+class BackendTry(BaseModel):
+    """One call to one backend within an attempt (retries and fallbacks each add one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str = Field(description="Backend name")
+    model: str = Field(description="Model asked")
+    tier: str = Field(description="Tier of the backend")
+    outcome: str = Field(description="ok, cancelled, or the error code that ended the try")
+    duration_ms: float = Field(ge=0, description="How long the try took")
 
 
 class UsageRecorded(Event):
@@ -18,6 +30,7 @@ class UsageRecorded(Event):
     tenant_id: str = Field(description="Tenant billed")
     route: str = Field(description="How the tier was chosen: explicit | score")
     route_score: float | None = Field(default=None, description="Complexity score, for `auto`")
+    route_features: tuple[str, ...] = Field(default=(), description="Top features of the score")
     tier: str = Field(description="Tier that answered")
     backend: str = Field(description="Backend name within the tier")
     model: str = Field(description="Concrete model that answered")
@@ -28,5 +41,6 @@ class UsageRecorded(Event):
     finish_reason: str | None = Field(default=None, description="As in `completed`")
     status: Literal["ok", "failed", "cancelled"] = Field(description="Outcome")
     error_code: ErrorCode | None = Field(default=None, description="Set when status is failed")
+    tries: tuple[BackendTry, ...] = Field(default=(), description="Every backend call, in order")
     started_at: AwareDatetime = Field(description="When the worker took the request")
     finished_at: datetime = Field(description="When the last event was published")

@@ -1,6 +1,7 @@
 """`tokenbus <service>`: each command builds its settings, sets up logging, and runs."""
 
 import asyncio
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -93,6 +94,28 @@ def dev(
     from services.dev import run_dev
 
     raise typer.Exit(run_dev(start_kafka=kafka))
+
+
+@app.command("route-eval")
+def route_eval(
+    file: Annotated[Path, typer.Argument(help="Labelled JSONL set (id, messages, label)")],
+    threshold: Annotated[
+        float | None, typer.Option(help="Score at or above which `auto` goes large")
+    ] = None,
+    show_misses: Annotated[bool, typer.Option(help="List each misrouted item")] = False,
+) -> None:
+    """Evaluate the `auto` complexity router on a labelled set: accuracy, cost, speed."""
+    from services.inference.route_eval import bench_scoring, evaluate, format_report, load_rows
+    from services.inference.routing import DEFAULT_THRESHOLD
+
+    rows = load_rows(file)
+    report = evaluate(rows, DEFAULT_THRESHOLD if threshold is None else threshold)
+    typer.echo(format_report(report, show_misses=show_misses))
+    bench = bench_scoring(rows, repeats=20)
+    typer.echo(
+        f"\nscoring time per request: p50 {bench['p50_us']:.0f} µs, p99 {bench['p99_us']:.0f} µs"
+        f" (max {bench['max_us']:.0f} µs over {bench['calls']:.0f} calls)"
+    )
 
 
 def main() -> None:

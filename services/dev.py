@@ -12,13 +12,16 @@ from services.procs import ServiceFailed, ServiceProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
+SIM_PACE = '{"llmsim-large": {"ttft_ms": 150, "tokens_per_second": 80}}'
 
 
 def _plan(bootstrap: str, gateway_nodes: int) -> list[ServiceProcess]:
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     models = ModelsSettings()
     uses_sim = load_models(models.models, models.llmsim_url).profile == "sim"
-    plan = [ServiceProcess("llmsim", ["llmsim"], 8090)] if uses_sim else []
+    # The sim profile's tiers differ the way real ones do: large starts later and runs slower.
+    pace = {"TOKENBUS_LLMSIM_PROFILES": os.environ.get("TOKENBUS_LLMSIM_PROFILES", SIM_PACE)}
+    plan = [ServiceProcess("llmsim", ["llmsim"], 8090, pace)] if uses_sim else []
     plan.append(ServiceProcess("inference", ["inference"], 8070, env))
     for k in range(gateway_nodes):
         plan.append(

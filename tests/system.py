@@ -1,7 +1,11 @@
 """A running tokenbus (llmsim, inference workers, gateway) as real processes, for e2e tests."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from infra.kafka.local import free_port
 from services.procs import ServiceProcess
@@ -16,6 +20,7 @@ class System:
     logs: Path
     llmsim_env: dict[str, str] = field(default_factory=dict)
     worker_env: dict[str, str] = field(default_factory=dict)
+    tiers: Callable[[str], dict[str, Any]] | None = None  # llmsim URL -> tiers file content
     llmsim: ServiceProcess | None = None
     gateway: ServiceProcess | None = None
     workers: list[ServiceProcess] = field(default_factory=list)
@@ -24,10 +29,17 @@ class System:
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "TOKENBUS_TOPIC_PREFIX": self.prefix,
-            "TOKENBUS_MODELS": "sim",
+            "TOKENBUS_MODELS": self._models(),
             "TOKENBUS_LOG_FORMAT": "json",
             "TOKENBUS_LLMSIM_URL": f"{self.llmsim_url}/v1" if self.llmsim else "",
         }
+
+    def _models(self) -> str:
+        if self.tiers is None or self.llmsim is None:
+            return "sim"
+        path = self.logs / f"{self.prefix}tiers.yaml"
+        path.write_text(yaml.safe_dump(self.tiers(f"{self.llmsim_url}/v1")))
+        return str(path)
 
     @property
     def llmsim_url(self) -> str:

@@ -1,8 +1,18 @@
-"""Model tiers as configuration: each tier an ordered list of OpenAI-compatible backends."""
+"""Model tiers as configuration: each tier an ordered list of OpenAI-compatible backends.
+
+`TOKENBUS_MODELS` names a built-in profile (`sim`, `openai`) or a YAML/TOML tiers file; see
+`infra/models/*.yaml` for examples.
+"""
 
 import os
+import tomllib
+from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from contracts import TokenUsage
 
 TIER_NAMES = ("small", "large")
 
@@ -10,63 +20,137 @@ TIER_NAMES = ("small", "large")
 class BackendSpec(BaseModel):
     """One OpenAI-compatible endpoint serving one model."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(description="Name in logs, metrics and usage")
     base_url: HttpUrl = Field(description="OpenAI-compatible base URL, ending in /v1")
     model: str = Field(description="Model name sent to the backend")
     api_key_env: str | None = Field(default=None, description="Env var holding the API key")
-    timeout_s: float = Field(default=600.0, gt=0, description="Whole-call timeout")
+    max_concurrency: int = Field(default=64, ge=1, description="Generations at once, per worker")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP connect timeout")
+    first_token_timeout_s: float = Field(default=60.0, gt=0, description="Retry if slower")
+    idle_timeout_s: float = Field(default=60.0, gt=0, description="Fail a stream silent this long")
+    input_price_per_1m: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
+    output_price_per_1m: float = Field(default=0.0, ge=0, description="USD per 1M output tokens")
 
     def api_key(self) -> str:
         # Backends such as llmsim or vLLM ignore the key, but the SDK insists on one.
         return os.environ.get(self.api_key_env, "") if self.api_key_env else "unused"
 
+    def cost_usd(self, usage: TokenUsage) -> float:
+        return (
+            usage.prompt_tokens * self.input_price_per_1m
+            + usage.completion_tokens * self.output_price_per_1m
+        ) / 1_000_000
+
+
+class RetryPolicy(BaseModel):
+    """Retries of one backend before the first token: exponential backoff with jitter."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    attempts: int = Field(default=3, ge=1, description="Tries per backend, the first included")
+    initial_backoff_s: float = Field(default=0.1, ge=0, description="First wait before a retry")
+    max_backoff_s: float = Field(default=2.0, ge=0, description="Cap of one wait")
+
 
 class ModelsConfig(BaseModel):
     """The tiers: each an ordered list of backends (the first is preferred)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    profile: str = Field(description="Where this config came from: sim | openai | a file")
+    profile: str = Field(description="Where this config came from: sim | openai | a file path")
     tiers: dict[str, tuple[BackendSpec, ...]] = Field(description="Tier name -> backends")
+    fallback: dict[str, str] = Field(
+        default_factory=lambda: {"small": "large", "large": "small"},
+        description="Tier to try when every backend of a tier failed before the first token",
+    )
+    route_threshold: float | None = Field(
+        default=None, description="Complexity score above which `auto` goes to large"
+    )
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelsConfig":
+        for tier in TIER_NAMES:
+            if not self.tiers.get(tier):
+                raise ValueError(f"tier {tier!r} needs at least one backend")
+        for source, target in self.fallback.items():
+            if target not in self.tiers or source not in self.tiers:
+                raise ValueError(f"fallback {source!r} -> {target!r} names an unknown tier")
+        names = [b.name for backends in self.tiers.values() for b in backends]
+        if len(names) != len(set(names)):
+            raise ValueError("backend names must be unique")
+        return self
 
     def concrete_models(self) -> list[str]:
         return sorted({b.model for backends in self.tiers.values() for b in backends})
 
 
 def sim_profile(llmsim_url: str) -> ModelsConfig:
-    """Both tiers on the local llmsim (tests, benchmarks, `make run` without a key)."""
+    """Both tiers on the local llmsim; llmsim paces `llmsim-large` slower when told to."""
+
+    def backend(model: str, price_in: float, price_out: float) -> dict[str, Any]:
+        return {
+            "name": model,
+            "base_url": llmsim_url,
+            "model": model,
+            "max_concurrency": 512,
+            "input_price_per_1m": price_in,
+            "output_price_per_1m": price_out,
+        }
+
     return ModelsConfig(
         profile="sim",
         tiers={
-            "small": (BackendSpec(name="llmsim-small", base_url=llmsim_url, model="llmsim-small"),),
-            "large": (BackendSpec(name="llmsim-large", base_url=llmsim_url, model="llmsim-large"),),
+            "small": (backend("llmsim-small", 0.40, 1.60),),  # priced like the openai profile,
+            "large": (backend("llmsim-large", 2.00, 8.00),),  # so cost reports read the same
         },
-    )
+    )  # type: ignore[arg-type]
 
 
 def openai_profile() -> ModelsConfig:
     """OpenAI's API: small = gpt-4.1-mini, large = gpt-4.1 (key from OPENAI_API_KEY)."""
     url = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
 
-    def backend(model: str) -> BackendSpec:
-        return BackendSpec(
-            name=f"openai-{model}", base_url=url, model=model, api_key_env="OPENAI_API_KEY"
-        )
+    def backend(model: str, price_in: float, price_out: float) -> dict[str, Any]:
+        return {
+            "name": f"openai-{model}",
+            "base_url": url,
+            "model": model,
+            "api_key_env": "OPENAI_API_KEY",
+            "input_price_per_1m": price_in,
+            "output_price_per_1m": price_out,
+        }
 
-    return ModelsConfig(
-        profile="openai",
-        tiers={"small": (backend("gpt-4.1-mini"),), "large": (backend("gpt-4.1"),)},
+    return ModelsConfig.model_validate(
+        {
+            "profile": "openai",
+            "tiers": {
+                "small": [backend("gpt-4.1-mini", 0.40, 1.60)],
+                "large": [backend("gpt-4.1", 2.00, 8.00)],
+            },
+        }
     )
 
 
-def load_models(profile: str | None, llmsim_url: str) -> ModelsConfig:
-    """`TOKENBUS_MODELS` names a profile; unset: openai if OPENAI_API_KEY is set, else sim."""
-    chosen = profile or ("openai" if os.environ.get("OPENAI_API_KEY") else "sim")
+def load_file(path: Path) -> ModelsConfig:
+    """A tiers file, YAML or TOML (by extension); `${VAR}` in base URLs is expanded."""
+    text = os.path.expandvars(path.read_text())
+    data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with `tiers`")
+    return ModelsConfig.model_validate({**data, "profile": str(path)})
+
+
+def load_models(spec: str | None, llmsim_url: str) -> ModelsConfig:
+    """`TOKENBUS_MODELS` names a profile or a file; unset: openai if OPENAI_API_KEY is set."""
+    chosen = spec or ("openai" if os.environ.get("OPENAI_API_KEY") else "sim")
     if chosen == "sim":
         return sim_profile(llmsim_url)
     if chosen == "openai":
         return openai_profile()
-    raise ValueError(f"unknown models profile {chosen!r}: expected 'sim' or 'openai'")
+    path = Path(chosen)
+    if path.suffix in (".yaml", ".yml", ".toml") or path.exists():
+        return load_file(path)
+    raise ValueError(f"TOKENBUS_MODELS={chosen!r}: expected 'sim', 'openai' or a tiers file")

@@ -45,6 +45,7 @@ def error_for_code(code: ErrorCode, message: str) -> ApiError:
         ErrorCode.OVERLOADED: 429,
         ErrorCode.BACKEND_TIMEOUT: 504,
         ErrorCode.STREAM_TIMEOUT: 504,
+        ErrorCode.DEADLINE_EXCEEDED: 504,
     }.get(code, 502)
     kind = "invalid_request_error" if status == 400 else "api_error"
     return ApiError(status, message, type_=kind, code=code.value)

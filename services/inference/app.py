@@ -22,7 +22,7 @@ from services.common.kafka import make_broker, make_fast_producer
 from services.common.models import load_models
 from services.inference.backends import BackendClients
 from services.inference.settings import InferenceSettings
-from services.inference.worker import Delivery, Worker
+from services.inference.worker import Delivery, FlowControl, Worker
 
 log = structlog.get_logger("inference")
 SERVICE = "inference"
@@ -42,6 +42,7 @@ def _delivery(message: Any) -> Delivery:
 class WorkerBroker:
     broker: KafkaBroker
     usage: DefaultPublisher
+    requests: Any  # the requests subscriber; its consumer exists once the broker runs
 
 
 def build_broker(
@@ -68,7 +69,7 @@ def build_broker(
         description="started, delta..., completed | failed; on the reply partition",
     )
 
-    @broker.subscriber(
+    requests = broker.subscriber(
         topics.requests.name,
         group_id=settings.group_id,
         ack_policy=AckPolicy.MANUAL,
@@ -78,6 +79,8 @@ def build_broker(
         title="on_chat_requested",
         description="ChatRequested; committed only after the generation finished",
     )
+
+    @requests
     async def on_chat_requested(message: KafkaMessage) -> None:
         await worker_ref[0].accept(message.body, _delivery(message), message.headers)
 
@@ -91,7 +94,7 @@ def build_broker(
     async def on_cancel_requested(message: KafkaMessage) -> None:
         await worker_ref[0].cancel(message.body, _delivery(message))
 
-    return WorkerBroker(broker, usage)
+    return WorkerBroker(broker, usage, requests)
 
 
 def create_app(
@@ -135,6 +138,24 @@ def create_app(
     Gauge(
         "tokenbus_inference_active_generations", "Generations running now", registry=registry
     ).set_function(lambda: worker.active)
+    Gauge(
+        "tokenbus_inference_paused",
+        "1 while the worker is full and not fetching",
+        registry=registry,
+    ).set_function(lambda: int(worker.paused))
+    Gauge(
+        "tokenbus_inference_pauses",
+        "Times the worker paused fetching since start",
+        registry=registry,
+    ).set_function(lambda: worker.pauses)
+    busy = Gauge(
+        "tokenbus_inference_backend_busy",
+        "Generations holding a backend slot",
+        ["backend"],
+        registry=registry,
+    )
+    for name in clients.busy():
+        busy.labels(name).set_function(lambda name=name: clients.busy()[name])
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -143,6 +164,13 @@ def create_app(
         producer_ref.append(producer)
         await producer.start()
         await broker.start()
+        consumer = wired.requests.consumer
+        worker.attach_flow_control(
+            FlowControl(
+                pause=lambda: consumer.pause(*consumer.assignment()),
+                resume=lambda: consumer.resume(*consumer.paused()),
+            )
+        )
         log.info("worker_started", group=settings.group_id, models=models.profile)
         try:
             yield

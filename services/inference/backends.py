@@ -1,61 +1,119 @@
-"""Which backend answers a request, and one pooled OpenAI client per backend."""
+"""Which backends answer a request, in which order; one pooled client and slot pool each."""
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import httpx
 from openai import AsyncOpenAI
 
+from contracts import ChatRequested
 from services.common.models import BackendSpec, ModelsConfig
+from services.inference.routing import score_conversation
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
-    """Where one request goes, and why."""
+class PlannedTry:
+    """One backend to try, with the model name to ask it for."""
 
     tier: str
     backend: BackendSpec
     model: str
-    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes, why, and what to try if that fails before the first token."""
+
+    tier: str
+    reason: str  # explicit | score | passthrough
+    plan: tuple[PlannedTry, ...]
     score: float | None = None
+    features: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> str:
+        return self.plan[0].model
 
 
-def route_request(config: ModelsConfig, requested: str) -> Route:
-    """`auto` and tier names pick a tier; a concrete model picks the backend that serves it.
+def _tier_plan(config: ModelsConfig, tier: str) -> list[PlannedTry]:
+    return [PlannedTry(tier, b, b.model) for b in config.tiers[tier]]
+
+
+def _with_fallback(config: ModelsConfig, tier: str) -> tuple[PlannedTry, ...]:
+    plan = _tier_plan(config, tier)
+    if (other := config.fallback.get(tier)) and other != tier:
+        plan += _tier_plan(config, other)
+    return tuple(plan)
+
+
+def route_request(config: ModelsConfig, request: ChatRequested) -> Route:
+    """`auto` scores the conversation; a tier name picks it; a concrete model its backend.
 
     A model no backend names goes to the small tier's first backend under that name, so a
-    client can still reach any model the provider offers.
+    client can still reach any model the provider offers (and gets no fallback: another
+    model would not be what it asked for).
     """
-    if requested in config.tiers:
-        backend = config.tiers[requested][0]
-        return Route(requested, backend, backend.model, "explicit")
+    requested = request.model
     if requested == "auto":
-        # Complexity scoring is the router's job (issue 3); until then auto means small.
-        backend = config.tiers["small"][0]
-        return Route("small", backend, backend.model, "default")
+        max_tokens = request.params.get("max_completion_tokens") or request.params.get("max_tokens")
+        kwargs = {} if config.route_threshold is None else {"threshold": config.route_threshold}
+        scored = score_conversation(
+            [m.model_dump(exclude_none=True) for m in request.messages],
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            **kwargs,
+        )
+        return Route(
+            scored.tier,
+            "score",
+            _with_fallback(config, scored.tier),
+            scored.score,
+            tuple(scored.top_features()),
+        )
+    if requested in config.tiers:
+        return Route(requested, "explicit", _with_fallback(config, requested))
     for tier, backends in config.tiers.items():
-        for backend in backends:
-            if backend.model == requested:
-                return Route(tier, backend, requested, "explicit")
-    return Route("small", config.tiers["small"][0], requested, "passthrough")
+        serving = [PlannedTry(tier, b, requested) for b in backends if b.model == requested]
+        if serving:
+            return Route(tier, "explicit", tuple(serving))
+    first = config.tiers["small"][0]
+    return Route("small", "passthrough", (PlannedTry("small", first, requested),))
 
 
 class BackendClients:
-    """One pooled AsyncOpenAI client per backend, built once and closed on shutdown."""
+    """One pooled AsyncOpenAI client and one concurrency limit per backend."""
 
     def __init__(self, config: ModelsConfig) -> None:
         self._clients: dict[str, AsyncOpenAI] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._busy: dict[str, int] = {}
         for backends in config.tiers.values():
             for spec in backends:
-                if spec.name not in self._clients:
-                    self._clients[spec.name] = AsyncOpenAI(
-                        base_url=str(spec.base_url),
-                        api_key=spec.api_key(),
-                        # Retries are the worker's decision (before the first token only).
-                        max_retries=0,
-                        timeout=spec.timeout_s,
-                    )
+                self._clients[spec.name] = AsyncOpenAI(
+                    base_url=str(spec.base_url),
+                    api_key=spec.api_key(),
+                    max_retries=0,  # retries are the worker's decision (before the first token)
+                    timeout=httpx.Timeout(None, connect=spec.connect_timeout_s),
+                )
+                self._slots[spec.name] = asyncio.Semaphore(spec.max_concurrency)
+                self._busy[spec.name] = 0
 
     def get(self, spec: BackendSpec) -> AsyncOpenAI:
         return self._clients[spec.name]
+
+    @contextlib.asynccontextmanager
+    async def slot(self, spec: BackendSpec) -> AsyncIterator[None]:
+        """Hold one of the backend's `max_concurrency` slots for the duration of a call."""
+        async with self._slots[spec.name]:
+            self._busy[spec.name] += 1
+            try:
+                yield
+            finally:
+                self._busy[spec.name] -= 1
+
+    def busy(self) -> dict[str, int]:
+        return dict(self._busy)
 
     async def close(self) -> None:
         for client in self._clients.values():

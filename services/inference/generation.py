@@ -1,19 +1,33 @@
-"""One generation: an OpenAI-SDK stream from the backend turned into seq-numbered events."""
+"""One generation: retries and fallbacks before the first token, then a stream of events.
+
+Before any text reached the client, a failed backend call is safe to repeat: it is retried
+with backoff, then the next backend of the plan is tried (the tier's others, then the
+fallback tier). After text, repeating would splice two answers, so a broken or stalled
+upstream ends in a retryable `failed` instead. A deadline bounds all of it.
+"""
 
 import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
+import httpx
 import openai
-from openai import AsyncOpenAI
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from contracts import ChatRequested, ErrorCode, TokenUsage
-from services.inference.backends import Route
+from contracts import BackendTry, ChatRequested, ErrorCode, TokenUsage
+from services.common.models import BackendSpec, RetryPolicy
+from services.inference.backends import BackendClients, PlannedTry, Route
 from services.inference.coalesce import Coalescer
 from services.inference.reply import ReplyStream
 
 # Parameters the worker sets itself; everything else the client sent goes through unchanged.
 _OWN_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
+# `task.cancel(CANCEL_MSG)` means "a client asked to stop"; any other cancellation (shutdown)
+# propagates, leaving the request uncommitted so another worker takes it.
+CANCEL_MSG = "tokenbus:cancel"
+_STREAM_ERRORS = (openai.OpenAIError, httpx.HTTPError)
 
 
 @dataclass(slots=True)
@@ -25,22 +39,37 @@ class Outcome:
     usage: TokenUsage
     ttft_ms: float | None
     error_code: ErrorCode | None = None
+    tries: list[BackendTry] = field(default_factory=list)
+    last: PlannedTry | None = None
 
 
-# `task.cancel(CANCEL_MSG)` means "a client asked to stop"; any other cancellation (shutdown)
-# propagates, leaving the request uncommitted so another worker takes it.
-CANCEL_MSG = "tokenbus:cancel"
+class BeforeText(Exception):
+    """A try failed before any text reached the client: safe to retry or fall back."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
 
 
-def classify_error(exc: Exception) -> ErrorCode:
-    """Map an SDK error to the one shared error code enum."""
-    if isinstance(exc, openai.APITimeoutError):
+def classify_error(exc: BaseException) -> ErrorCode:
+    """Map an SDK or transport error to the one shared error code enum."""
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return ErrorCode.BACKEND_TIMEOUT
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
         return ErrorCode.BACKEND_UNAVAILABLE
-    if isinstance(exc, openai.BadRequestError):
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        if status in (408, 409, 429) or status >= 500:
+            return ErrorCode.BACKEND_UNAVAILABLE if status >= 500 else ErrorCode.OVERLOADED
         return ErrorCode.INVALID_REQUEST
     return ErrorCode.BACKEND_ERROR
+
+
+def _public_message(exc: BaseException, code: ErrorCode) -> str:
+    # Backend error bodies can echo request details; status and type are enough for clients.
+    if isinstance(exc, openai.APIStatusError):
+        return f"model backend answered HTTP {exc.status_code} ({code.value})"
+    return f"model backend failed: {type(exc).__name__} ({code.value})"
 
 
 def estimate_prompt_tokens(request: ChatRequested) -> int:
@@ -50,20 +79,25 @@ def estimate_prompt_tokens(request: ChatRequested) -> int:
 
 
 class Generation:
-    """Streams `request` from `client` into `reply`; never raises for backend trouble."""
+    """Streams `request` along its plan into `reply`; never raises for backend trouble."""
 
     def __init__(
         self,
         request: ChatRequested,
         route: Route,
-        client: AsyncOpenAI,
+        clients: BackendClients,
         reply: ReplyStream,
+        *,
         coalesce_s: float,
+        retry: RetryPolicy,
+        deadline: float | None,
     ) -> None:
         self.request = request
         self.route = route
-        self._client = client
+        self._clients = clients
         self._reply = reply
+        self._retry = retry
+        self._deadline = deadline  # event-loop time
         self._coalescer = Coalescer(coalesce_s, self._emit_delta)
         self._t0 = time.monotonic()
         self._ttft_ms: float | None = None
@@ -71,63 +105,163 @@ class Generation:
         self._usage: TokenUsage | None = None
         self._finish_reason: str | None = None
         self._first_delta = True
+        self._tries: list[BackendTry] = []
+        self._last_code: ErrorCode | None = None
+        self._current: PlannedTry | None = None
 
     async def run(self) -> Outcome:
         try:
-            await self._reply.started(
-                model=self.route.model,
-                tier=self.route.tier,
-                route_reason=self.route.reason,
-                route_score=self.route.score,
-                created=int(time.time()),
+            async with asyncio.timeout_at(self._deadline):
+                return await self._run_plan()
+        except TimeoutError:
+            return await self._end_failed(
+                ErrorCode.DEADLINE_EXCEEDED, "the request's deadline passed"
             )
-            await self._stream()
         except asyncio.CancelledError as exc:
             if CANCEL_MSG not in exc.args:
                 raise
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            return await self._end_cancelled()
-        except (openai.OpenAIError, ValueError) as exc:
-            return await self._end_failed(exc)
-        await self._coalescer.flush()
-        usage = self._usage or self._estimated_usage()
-        finish = self._finish_reason or "stop"
-        await self._reply.completed(finish_reason=finish, usage=usage)
-        return Outcome("ok", finish, usage, self._ttft_ms)
+            return await self._end("cancelled", "cancelled", None)
 
-    async def _stream(self) -> None:
-        params = {k: v for k, v in self.request.params.items() if k not in _OWN_PARAMS}
-        upstream = await self._client.chat.completions.create(
-            model=self.route.model,
-            messages=[m.model_dump(exclude_none=True) for m in self.request.messages],
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body=params,
+    async def _run_plan(self) -> Outcome:
+        failure = BeforeText(ErrorCode.BACKEND_UNAVAILABLE, "no backend to try")
+        for planned in self.route.plan:
+            try:
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(self._retry.attempts),
+                    wait=wait_exponential_jitter(
+                        multiplier=self._retry.initial_backoff_s,
+                        max=self._retry.max_backoff_s,
+                        jitter=self._retry.initial_backoff_s,
+                    ),
+                    retry=retry_if_exception(
+                        lambda e: isinstance(e, BeforeText) and e.code.retryable
+                    ),
+                    reraise=True,
+                ):
+                    with attempt:
+                        return await self._try(planned)
+            except BeforeText as exc:
+                failure = exc
+                if not exc.code.retryable:
+                    break  # the request itself is bad: no other backend will like it either
+        return await self._end_failed(failure.code, str(failure))
+
+    async def _try(self, planned: PlannedTry) -> Outcome:
+        self._current = planned
+        await self._reply.started(
+            model=planned.model,
+            tier=planned.tier,
+            backend=planned.backend.name,
+            route_reason=self.route.reason,
+            route_score=self.route.score,
+            route_features=self.route.features,
+            try_no=len(self._tries),
+            retry_reason=self._last_code.value if self._last_code else None,
+            created=int(time.time()),
         )
+        t0 = time.monotonic()
+        outcome = "ok"
         try:
-            async for chunk in upstream:
-                if chunk.usage is not None:
-                    self._usage = TokenUsage(
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                        total_tokens=chunk.usage.total_tokens,
-                    )
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        await self._on_token(choice.delta.content)
-                    if choice.finish_reason:
-                        self._finish_reason = choice.finish_reason
+            async with self._clients.slot(planned.backend):
+                return await self._stream(planned)
+        except BeforeText as exc:
+            outcome = exc.code.value
+            self._last_code = exc.code
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            self._tries.append(
+                BackendTry(
+                    backend=planned.backend.name,
+                    model=planned.model,
+                    tier=planned.tier,
+                    outcome=outcome,
+                    duration_ms=(time.monotonic() - t0) * 1000,
+                )
+            )
+
+    async def _stream(self, planned: PlannedTry) -> Outcome:
+        backend = planned.backend
+        params = {k: v for k, v in self.request.params.items() if k not in _OWN_PARAMS}
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(backend.first_token_timeout_s):
+                upstream = await self._clients.get(backend).chat.completions.create(
+                    model=planned.model,
+                    messages=[m.model_dump(exclude_none=True) for m in self.request.messages],
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_body=params,
+                )
+        except TimeoutError as exc:
+            raise BeforeText(ErrorCode.BACKEND_TIMEOUT, "no response in time") from exc
+        except _STREAM_ERRORS as exc:
+            raise BeforeText(
+                classify_error(exc), _public_message(exc, classify_error(exc))
+            ) from exc
+        try:
+            chunks = aiter(upstream)
+            await self._until_first_text(chunks, backend, started)
+            return await self._rest(chunks, backend)
         finally:
             # Closing the HTTP response is what makes the provider stop generating (and billing).
             await asyncio.shield(upstream.close())
 
-    async def _on_token(self, text: str) -> None:
-        if self._ttft_ms is None:
-            self._ttft_ms = (time.monotonic() - self._t0) * 1000
-        self._chunks += 1
-        await self._coalescer.add(text)
+    async def _until_first_text(
+        self, chunks: AsyncIterator[Any], backend: BackendSpec, started: float
+    ) -> None:
+        while self._chunks == 0:
+            remaining = backend.first_token_timeout_s - (time.monotonic() - started)
+            try:
+                async with asyncio.timeout(max(remaining, 0)):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return  # an empty answer is still an answer
+            except TimeoutError as exc:
+                raise BeforeText(ErrorCode.BACKEND_TIMEOUT, "first token too slow") from exc
+            except _STREAM_ERRORS as exc:
+                code = classify_error(exc)
+                raise BeforeText(code, _public_message(exc, code)) from exc
+            await self._on_chunk(chunk)
+
+    async def _rest(self, chunks: AsyncIterator[Any], backend: BackendSpec) -> Outcome:
+        while True:
+            try:
+                async with asyncio.timeout(backend.idle_timeout_s):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                return await self._end_failed(
+                    ErrorCode.STREAM_TIMEOUT, "the model backend stalled mid-answer"
+                )
+            except _STREAM_ERRORS as exc:
+                code = classify_error(exc)
+                code = ErrorCode.BACKEND_ERROR if code == ErrorCode.INVALID_REQUEST else code
+                return await self._end_failed(code, _public_message(exc, code))
+            await self._on_chunk(chunk)
+        return await self._end("ok", self._finish_reason or "stop", None)
+
+    async def _on_chunk(self, chunk: Any) -> None:
+        if chunk.usage is not None:
+            self._usage = TokenUsage(
+                prompt_tokens=chunk.usage.prompt_tokens,
+                completion_tokens=chunk.usage.completion_tokens,
+                total_tokens=chunk.usage.total_tokens,
+            )
+        for choice in chunk.choices:
+            if choice.delta.content:
+                if self._ttft_ms is None:
+                    self._ttft_ms = (time.monotonic() - self._t0) * 1000
+                self._chunks += 1
+                await self._coalescer.add(choice.delta.content)
+            if choice.finish_reason:
+                self._finish_reason = choice.finish_reason
 
     async def _emit_delta(self, text: str) -> None:
         first, self._first_delta = self._first_delta, False
@@ -142,23 +276,19 @@ class Generation:
             estimated=True,
         )
 
-    async def _end_cancelled(self) -> Outcome:
+    async def _end(self, status: str, finish: str, code: ErrorCode | None) -> Outcome:
+        await self._coalescer.flush()
+        usage = self._usage if status == "ok" and self._usage else self._estimated_usage()
+        await self._reply.completed(finish_reason=finish, usage=usage)
+        return Outcome(status, finish, usage, self._ttft_ms, code, self._tries, self._current)
+
+    async def _end_failed(self, code: ErrorCode, message: str) -> Outcome:
         await self._coalescer.flush()
         usage = self._estimated_usage()
-        await self._reply.completed(finish_reason="cancelled", usage=usage)
-        return Outcome("cancelled", "cancelled", usage, self._ttft_ms)
-
-    async def _end_failed(self, exc: Exception) -> Outcome:
-        await self._coalescer.flush()
-        code = classify_error(exc)
-        usage = self._estimated_usage() if self._chunks else None
-        message = _public_message(exc, code)
-        await self._reply.failed(code=code, message=message, retryable=code.retryable, usage=usage)
-        return Outcome("failed", None, usage or self._estimated_usage(), self._ttft_ms, code)
-
-
-def _public_message(exc: Exception, code: ErrorCode) -> str:
-    # Backend error bodies can echo request details; status and type are enough for clients.
-    if isinstance(exc, openai.APIStatusError):
-        return f"model backend answered HTTP {exc.status_code} ({code.value})"
-    return f"model backend failed: {type(exc).__name__} ({code.value})"
+        await self._reply.failed(
+            code=code,
+            message=message,
+            retryable=code.retryable,
+            usage=usage if self._chunks else None,
+        )
+        return Outcome("failed", None, usage, self._ttft_ms, code, self._tries, self._current)

@@ -27,6 +27,9 @@ class InferenceSettings(
     stale_after_s: float = Field(
         default=300.0, gt=0, description="A request older than this is failed, not generated"
     )
+    deadline_s: float = Field(
+        default=600.0, gt=0, description="Deadline of a request that did not set its own"
+    )
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On shutdown, how long in-flight generations may finish"
     )

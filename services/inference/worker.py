@@ -38,6 +38,14 @@ UsageFn = Callable[[UsageRecorded], Awaitable[Any]]
 
 
 @dataclass(frozen=True, slots=True)
+class FlowControl:
+    """Pause and resume fetching of every partition the worker holds."""
+
+    pause: Callable[[], None]
+    resume: Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """Where a Kafka message came from, so its offset can be committed when it is done."""
 
@@ -72,6 +80,13 @@ class Worker:
         # Cancels that arrived before their request did (both topics race), kept briefly.
         self._early_cancels: dict[str, float] = {}
         self._closing = False
+        self._flow: FlowControl | None = None
+        self.paused = False
+        self.pauses = 0
+
+    def attach_flow_control(self, flow: "FlowControl") -> None:
+        """How to stop and restart fetching (the consumer exists only once the broker runs)."""
+        self._flow = flow
 
     @property
     def active(self) -> int:
@@ -96,6 +111,13 @@ class Worker:
             return
         task = asyncio.create_task(self._serve(request, delivery, headers))
         self._inflight[request.request_id] = task
+        if len(self._inflight) >= self._settings.max_concurrency and self._flow and not self.paused:
+            # Full: stop fetching rather than letting prefetched requests queue up here,
+            # where no other worker of the group could take them.
+            self.paused = True
+            self.pauses += 1
+            self._flow.pause()
+            log.info("worker_paused", active=len(self._inflight))
 
     async def cancel(self, value: bytes, delivery: Delivery) -> bool:
         """Cancel a request this worker holds; return whether it held it."""
@@ -144,7 +166,15 @@ class Worker:
             finally:
                 self._inflight.pop(request.request_id, None)
                 self._slots.release()
+                self._maybe_resume()
             await self._finish(delivery)
+
+    def _maybe_resume(self) -> None:
+        if self.paused and self._flow and len(self._inflight) < self._settings.max_concurrency:
+            self.paused = False
+            if not self._closing:
+                self._flow.resume()
+                log.info("worker_resumed", active=len(self._inflight))
 
     async def _generate(self, request: ChatRequested, headers: dict[str, str]) -> None:
         started_at, t0 = utcnow(), time.monotonic()
@@ -158,18 +188,12 @@ class Worker:
             attempt,
             [(k, v.encode()) for k, v in carrier.items()],
         )
-        route = route_request(self._models, request.model)
+        route = route_request(self._models, request)
         if request.request_id in self._early_cancels:
-            outcome = Outcome("cancelled", "cancelled", _zero_usage(), None)
-            await reply.started(
-                model=route.model,
-                tier=route.tier,
-                route_reason=route.reason,
-                created=int(time.time()),
-            )
+            outcome = Outcome("cancelled", "cancelled", TokenUsage(), None)
             await reply.completed(finish_reason="cancelled", usage=outcome.usage)
         elif utcnow() - request.ts > timedelta(seconds=self._settings.stale_after_s):
-            outcome = Outcome("failed", None, _zero_usage(), None, ErrorCode.STREAM_TIMEOUT)
+            outcome = Outcome("failed", None, TokenUsage(), None, ErrorCode.STREAM_TIMEOUT)
             await reply.failed(
                 code=ErrorCode.STREAM_TIMEOUT,
                 retryable=True,
@@ -179,9 +203,11 @@ class Worker:
             generation = Generation(
                 request,
                 route,
-                self._clients.get(route.backend),
+                self._clients,
                 reply,
-                self._settings.coalesce_ms / 1000,
+                coalesce_s=self._settings.coalesce_ms / 1000,
+                retry=self._models.retry,
+                deadline=self._deadline(request),
             )
             outcome = await generation.run()
         await reply.close()
@@ -192,8 +218,14 @@ class Worker:
             status=outcome.status,
             tier=route.tier,
             model=route.model,
+            tries=len(outcome.tries),
             events=reply.events_sent,
         )
+
+    def _deadline(self, request: ChatRequested) -> float:
+        """The request's deadline (or its time plus the default) as event-loop time."""
+        deadline = request.deadline or request.ts + timedelta(seconds=self._settings.deadline_s)
+        return asyncio.get_running_loop().time() + (deadline - utcnow()).total_seconds()
 
     async def _finish(self, delivery: Delivery) -> None:
         offset = self._offsets.finish(delivery.tp, delivery.offset)
@@ -211,10 +243,6 @@ class Worker:
             )
 
 
-def _zero_usage() -> TokenUsage:
-    return TokenUsage()
-
-
 def _usage_record(
     request: ChatRequested,
     attempt: str,
@@ -223,16 +251,20 @@ def _usage_record(
     started_at: Any,
     t0: float,
 ) -> UsageRecorded:
+    last = outcome.last or route.plan[0]
     return UsageRecorded(
         request_id=request.request_id,
         attempt=attempt,
         tenant_id=request.tenant_id,
         route=route.reason,
         route_score=route.score,
-        tier=route.tier,
-        backend=route.backend.name,
-        model=route.model,
+        route_features=route.features,
+        tier=last.tier,
+        backend=last.backend.name,
+        model=last.model,
         usage=outcome.usage,
+        cost_usd=last.backend.cost_usd(outcome.usage),
+        tries=tuple(outcome.tries),
         ttft_ms=outcome.ttft_ms,
         duration_ms=(time.monotonic() - t0) * 1000,
         finish_reason=outcome.finish_reason,

@@ -1,11 +1,10 @@
 """The llmsim FastAPI app: OpenAI chat completions with deterministic answers at a set pace."""
 
 import asyncio
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,10 +16,18 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
 from services.common.health import health_router
+from services.llmsim import wire
+from services.llmsim.faults import (
+    NO_FAULT,
+    FailCounters,
+    Fault,
+    FaultSpecError,
+    InjectedDisconnect,
+    parse_fault,
+    request_fault,
+)
 from services.llmsim.settings import LlmsimSettings
 from services.llmsim.text import answer_tokens, count_prompt_tokens, finish_reason
-
-_JSON = json.JSONEncoder(separators=(",", ":")).encode  # compact, as OpenAI's wire is
 
 
 class _Message(BaseModel):
@@ -45,6 +52,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stream_options: _StreamOptions | None = None
+    metadata: dict[str, Any] | None = None  # may carry llmsim_fault and llmsim_fault_key
 
 
 @dataclass(slots=True)
@@ -58,50 +66,24 @@ class Stats:
     streams_completed: int = 0
     streams_closed_early: int = 0
     tokens_total: int = 0
+    faults_injected: int = 0
+    requests_by_model: dict[str, int] = field(default_factory=dict)
+    open_streams_by_model: dict[str, int] = field(default_factory=dict)
+    peak_open_streams_by_model: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Zero the totals; streams still running stay counted, as they decrement on exit."""
         self.requests_total = self.streams_total = self.tokens_total = 0
-        self.streams_completed = self.streams_closed_early = 0
+        self.streams_completed = self.streams_closed_early = self.faults_injected = 0
         self.peak_open_streams = self.open_streams
+        self.requests_by_model.clear()
+        self.open_streams_by_model = {m: n for m, n in self.open_streams_by_model.items() if n}
+        self.peak_open_streams_by_model = dict(self.open_streams_by_model)
 
 
-class _Frames:
-    """Pre-built SSE frames of one stream, so each token costs one dumps and one concat."""
-
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
-        self.include_usage = include_usage
-        head = _JSON(
-            {
-                "id": completion_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": None,
-            }
-        )[:-1]
-        self._usage_head = "data: " + head + ',"choices":[],"usage":'
-        self._delta = "data: " + head + ',"choices":[{"index":0,"delta":'
-        self._content = self._delta + '{"content":'
-        # OpenAI sends `"usage":null` on every chunk but the last when usage was asked for.
-        self._tail = ',"usage":null}\n\n' if include_usage else "}\n\n"
-        self._open = ',"logprobs":null,"finish_reason":null}]' + self._tail
-
-    def role(self) -> bytes:
-        return (self._delta + '{"role":"assistant","content":""}' + self._open).encode()
-
-    def content(self, token: str) -> bytes:
-        return (self._content + _JSON(token) + "}" + self._open).encode()
-
-    def finish(self, reason: str) -> bytes:
-        closing = ',"logprobs":null,"finish_reason":' + _JSON(reason) + "}]" + self._tail
-        return (self._delta + "{}" + closing).encode()
-
-    def usage(self, usage: dict[str, int]) -> bytes:
-        return (self._usage_head + _JSON(usage) + "}\n\n").encode()
-
-
-_DONE = b"data: [DONE]\n\n"
+def _pace(ttft_ms: float, tokens_per_second: float) -> tuple[float, float]:
+    """(time to first token, interval between tokens), in seconds."""
+    return ttft_ms / 1000, 1 / tokens_per_second if tokens_per_second > 0 else 0.0
 
 
 class _Simulator:
@@ -110,92 +92,122 @@ class _Simulator:
     def __init__(self, settings: LlmsimSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
         self.stats = Stats()
-        self._ttft = settings.ttft_ms / 1000
-        self._interval = 1 / settings.tokens_per_second if settings.tokens_per_second > 0 else 0.0
+        self.default_fault = parse_fault(settings.fault)
+        self.fail_counters = FailCounters()
+        self._pace = _pace(settings.ttft_ms, settings.tokens_per_second)
+        self._paces = {
+            m: _pace(p.ttft_ms, p.tokens_per_second) for m, p in settings.profiles.items()
+        }
         self._tokens = Counter("llmsim_tokens", "Completion tokens sent", registry=registry)
         self._open = Gauge("llmsim_open_streams", "Streams in progress", registry=registry)
+        self._faults = Counter("llmsim_faults_injected", "Faults injected", registry=registry)
 
-    async def complete(self, body: ChatCompletionRequest) -> Response:
+    async def complete(self, body: ChatCompletionRequest, fault: Fault) -> Response:
+        stats, model = self.stats, body.model
+        stats.requests_total += 1
+        stats.requests_by_model[model] = stats.requests_by_model.get(model, 0) + 1
+        if fault.active:
+            stats.faults_injected += 1
+            self._faults.inc()
+        if fault.status is not None:
+            return wire.fault_response(fault, fault.status)
+        if fault.error_before_first_token and not body.stream:
+            return wire.fault_response(fault, 500)
         messages = [m.model_dump() for m in body.messages]
         limit = body.max_completion_tokens or body.max_tokens
         tokens = answer_tokens(messages, limit, self.settings.default_max_tokens)
         completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-        self.stats.requests_total += 1
         prompt_tokens = count_prompt_tokens(messages)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": len(tokens),
             "total_tokens": prompt_tokens + len(tokens),
         }
+        ttft, interval = self._paces.get(model, self._pace)
+        if fault.ttft is not None:
+            ttft = fault.ttft
+        headers = {"x-llmsim-fault-injected": fault.spec} if fault.active else {}
         if body.stream:
-            frames = _Frames(
-                completion_id,
-                created,
-                body.model,
-                bool(body.stream_options and body.stream_options.include_usage),
-            )
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            frames = wire.Frames(completion_id, created, model, include_usage)
             return StreamingResponse(
-                self._stream(frames, tokens, finish_reason(limit), usage),
+                self._stream(
+                    model, frames, tokens, finish_reason(limit), usage, ttft, interval, fault
+                ),
                 media_type="text/event-stream",
-                headers={"cache-control": "no-cache"},
+                headers={"cache-control": "no-cache", **headers},
             )
-        delay = self._ttft + len(tokens) * self._interval
+        if fault.drop_after is not None:
+            sent = min(fault.drop_after, len(tokens))
+            return StreamingResponse(
+                _drop_later(ttft + sent * interval, fault), "application/json", headers
+            )
+        delay = ttft + len(tokens) * interval + fault.stall
         if delay > 0:
             await asyncio.sleep(delay)
-        self.stats.tokens_total += len(tokens)
+        stats.tokens_total += len(tokens)
         self._tokens.inc(len(tokens))
-        return JSONResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": body.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": "".join(tokens),
-                            "refusal": None,
-                        },
-                        "logprobs": None,
-                        "finish_reason": finish_reason(limit),
-                    }
-                ],
-                "usage": usage,
-                "system_fingerprint": None,
-            }
-        )
+        body_json = wire.completion(completion_id, created, model, tokens, limit, usage)
+        return JSONResponse(body_json, headers=headers)
 
     async def _stream(
-        self, frames: _Frames, tokens: list[str], reason: str, usage: dict[str, int]
+        self,
+        model: str,
+        frames: wire.Frames,
+        tokens: list[str],
+        reason: str,
+        usage: dict[str, int],
+        ttft: float,
+        interval: float,
+        fault: Fault,
     ) -> AsyncIterator[bytes]:
-        loop, stats = asyncio.get_running_loop(), self.stats
-        first_due = loop.time() + self._ttft
+        loop, stats, by_model = (
+            asyncio.get_running_loop(),
+            self.stats,
+            self.stats.open_streams_by_model,
+        )
+        first_due = loop.time() + ttft
         stats.streams_total += 1
         stats.open_streams += 1
         stats.peak_open_streams = max(stats.peak_open_streams, stats.open_streams)
+        by_model[model] = by_model.get(model, 0) + 1
+        peaks = stats.peak_open_streams_by_model
+        peaks[model] = max(peaks.get(model, 0), by_model[model])
         self._open.inc()
+        drop_at, stall_at = fault.drop_after, fault.stall_after if fault.stall else None
         sent, completed = 0, False
-        # Starlette cancels this generator when the client disconnects; `finally` then runs
-        # with `completed` still False, which is what makes the stream "closed early".
+        # Starlette cancels this generator when the client disconnects, and an injected fault
+        # raises InjectedDisconnect, which makes uvicorn drop the connection; either way
+        # `finally` runs with `completed` still False: the stream was "closed early".
         try:
             yield frames.role()
+            if fault.error_before_first_token:
+                await asyncio.sleep(first_due - loop.time())
+                raise InjectedDisconnect(f"{fault.spec}: before the first token")
             for i, token in enumerate(tokens):
+                if i == drop_at:
+                    raise InjectedDisconnect(f"{fault.spec}: after {i} tokens")
+                if i == stall_at:  # a real pause even when running late, then the same pace
+                    first_due = max(first_due, loop.time() - i * interval) + fault.stall
                 # An absolute schedule: a late wake-up shortens the next wait, so no drift.
-                delay = first_due + i * self._interval - loop.time()
+                delay = first_due + i * interval - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 sent += 1
                 stats.tokens_total += 1
                 yield frames.content(token)
+            if stall_at is not None and stall_at >= len(tokens):
+                await asyncio.sleep(fault.stall)
+            if drop_at is not None:
+                raise InjectedDisconnect(f"{fault.spec}: after all {len(tokens)} tokens")
             yield frames.finish(reason)
             if frames.include_usage:
                 yield frames.usage(usage)
-            yield _DONE
+            yield wire.DONE
             completed = True
         finally:
             stats.open_streams -= 1
+            by_model[model] -= 1
             if completed:
                 stats.streams_completed += 1
             else:
@@ -204,44 +216,11 @@ class _Simulator:
             self._tokens.inc(sent)
 
 
-def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p != "body"]
-    if not parts or not isinstance(parts[0], str):
-        return None
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)[1:]
-
-
-def _openai_error(status: int, message: str, param: str | None, code: str | None) -> JSONResponse:
-    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
-    return JSONResponse({"error": error}, status_code=status)
-
-
-async def _on_invalid_request(_: Request, exc: Exception) -> JSONResponse:
-    """Every validation failure is a 400 in OpenAI's error shape, never FastAPI's 422."""
-    assert isinstance(exc, RequestValidationError)
-    error = exc.errors()[0]
-    kind, param = error["type"], _param(tuple(error["loc"]))
-    if kind == "json_invalid":
-        return _openai_error(400, "We could not parse the JSON body of your request.", None, None)
-    if param is None:
-        return _openai_error(
-            400, f"The request body must be a JSON object: {error['msg']}", None, None
-        )
-    if kind == "missing":
-        return _openai_error(
-            400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
-        )
-    code = {"too_short": "empty_array", "greater_than_equal": "integer_below_min_value"}.get(
-        kind, "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
-    )
-    return _openai_error(400, f"Invalid '{param}': {error['msg']}.", param, code)
-
-
-async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    response = _openai_error(exc.status_code, str(exc.detail), None, None)
-    response.headers.update(exc.headers or {})
-    return response
+async def _drop_later(delay: float, fault: Fault) -> AsyncIterator[bytes]:
+    """A non-stream body that never comes: the connection drops after the headers."""
+    await asyncio.sleep(delay)
+    raise InjectedDisconnect(f"{fault.spec}: before the body")
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 def create_app(settings: LlmsimSettings) -> FastAPI:
@@ -250,8 +229,9 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
     sim = _Simulator(settings, registry)
     app = FastAPI(title="llmsim", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.simulator = sim
-    app.add_exception_handler(RequestValidationError, _on_invalid_request)
-    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, wire.on_invalid_request)
+    app.add_exception_handler(HTTPException, wire.on_http_error)
+    wire.quiet_injected_disconnects()
 
     async def readiness() -> dict[str, bool]:
         return {}  # no dependencies: ready whenever it answers
@@ -260,8 +240,14 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
     models_created = int(time.time())
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest) -> Response:
-        return await sim.complete(body)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        try:
+            fault, key = request_fault(request.headers, body.metadata, sim.default_fault)
+        except FaultSpecError as exc:
+            message = f"Invalid llmsim fault spec: {exc}"
+            return wire.openai_error(400, message, exc.param, "invalid_value")
+        applies = fault.hits(body.model) and sim.fail_counters.applies(fault, key)
+        return await sim.complete(body, fault if applies else NO_FAULT)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -274,11 +260,11 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
         }
 
     @app.get("/stats")
-    async def stats() -> dict[str, int]:
+    async def stats() -> dict[str, Any]:
         return asdict(sim.stats)
 
     @app.post("/stats/reset")
-    async def reset_stats() -> dict[str, int]:
+    async def reset_stats() -> dict[str, Any]:
         sim.stats.reset()
         return asdict(sim.stats)
 

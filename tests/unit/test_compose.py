@@ -18,6 +18,7 @@ import pytest
 import typer
 import yaml
 from pydantic import AliasChoices
+from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings
 
 from services.cli import app as cli_app
@@ -39,7 +40,11 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "topics": KafkaSettings,
 }
 # Subcommands that are not a long-running container, and why.
-NOT_SERVICES = {"topics": "one-shot job", "dev": "runs everything as local processes"}
+NOT_SERVICES = {
+    "topics": "one-shot job",
+    "dev": "runs everything as local processes",
+    "route-eval": "offline report on a labelled file",
+}
 # Read straight from os.environ by the code rather than through a Settings class.
 READ_DIRECTLY = {"OPENAI_API_KEY": "services/common/models.py"}
 INTERPOLATION = re.compile(r"^\$\{(?P<name>\w+)(?::?-(?P<default>[^}]*))?\}$")
@@ -188,7 +193,7 @@ def test_compose_env_validates_in_settings(command: str, monkeypatch: pytest.Mon
         field = _field_for(cls, var)
         if field is None or INTERPOLATION.match(raw) or "__" in var:
             continue
-        actual = getattr(settings, field)
+        actual = to_jsonable_python(getattr(settings, field))
         expected = raw if isinstance(actual, str) else json.loads(raw)
         assert actual == expected, f"{name}: {var}={raw!r} gave {field}={actual!r}"
     if command != "topics":

@@ -3,15 +3,24 @@
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any
 
 import structlog
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from contracts import ChatRequested, Completed, ErrorCode, Failed, Started, new_request_id
+from contracts import (
+    ChatRequested,
+    Completed,
+    ErrorCode,
+    Failed,
+    Started,
+    new_request_id,
+    utcnow,
+)
 from services.common.logging import bind_request
 from services.fanout.hub import SubscriberDropped, Subscription
 from services.gateway.auth import TenantDep
@@ -25,49 +34,76 @@ from services.gateway.openai_wire import (
 )
 
 router = APIRouter()
+DeadlineHeader = Annotated[
+    float | None,
+    Header(
+        alias="x-tokenbus-deadline-s",
+        gt=0,
+        le=86_400,
+        description="Give up after this many seconds (default: the workers' deadline)",
+    ),
+]
 log = structlog.get_logger("gateway")
 
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, tenant: TenantDep, node: NodeDep
+    body: ChatCompletionRequest,
+    tenant: TenantDep,
+    node: NodeDep,
+    deadline_s: DeadlineHeader = None,
 ) -> EventSourceResponse | JSONResponse:
     partition = node.reply_partition()
     request_id = new_request_id(partition, int(time.time() * 1000))
+    request = ChatRequested(
+        request_id=request_id,
+        tenant_id=tenant,
+        model=body.model,
+        messages=tuple(body.messages),
+        params=body.passthrough_params(),
+        stream=body.stream,
+        reply_partition=partition,
+        deadline=utcnow() + timedelta(seconds=deadline_s) if deadline_s else None,
+    )
     with bind_request(request_id=request_id):
-        sub = node.hub.subscribe(request_id)
         try:
-            started = await _submit(
-                node,
-                sub,
-                ChatRequested(
-                    request_id=request_id,
-                    tenant_id=tenant,
-                    model=body.model,
-                    messages=tuple(body.messages),
-                    params=body.passthrough_params(),
-                    stream=body.stream,
-                    reply_partition=partition,
-                ),
-            )
-        except BaseException:
-            sub.close()
+            return await _answer(node, request, body)
+        except ApiError as exc:
+            # Errors name the request too, so it can be found in logs and usage.
+            exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
             raise
-        headers = {
-            "x-request-id": request_id,
-            "x-tokenbus-route": started.tier,
-            "x-tokenbus-model": started.model,
-        }
-        if body.stream:
-            fmt = ChunkFormatter(request_id, started.created, started.model, body.include_usage)
-            frames = _sse_frames(
-                sub, started, fmt, body.include_usage, node.settings.idle_timeout_s
-            )
-            return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
-        with sub:
-            return JSONResponse(
-                await _collect(sub, started, node.settings.idle_timeout_s), headers=headers
-            )
+
+
+async def _answer(
+    node: GatewayNode, request: ChatRequested, body: ChatCompletionRequest
+) -> EventSourceResponse | JSONResponse:
+    sub = node.hub.subscribe(request.request_id)
+    try:
+        started = await _submit(node, sub, request)
+    except BaseException:
+        sub.close()
+        raise
+    headers = _route_headers(request.request_id, started)
+    if body.stream:
+        fmt = ChunkFormatter(request.request_id, started.created, started.model, body.include_usage)
+        frames = _sse_frames(sub, started, fmt, body.include_usage, node.settings.idle_timeout_s)
+        return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
+    with sub:
+        answer = await _collect(sub, started, node.settings.idle_timeout_s)
+        return JSONResponse(answer, headers=headers)
+
+
+def _route_headers(request_id: str, started: Started) -> dict[str, str]:
+    headers = {
+        "x-request-id": request_id,
+        "x-tokenbus-route": started.tier,
+        "x-tokenbus-model": started.model,
+        "x-tokenbus-route-reason": started.route_reason,
+    }
+    if started.route_score is not None:
+        headers["x-tokenbus-route-score"] = f"{started.route_score:.3f}"
+        headers["x-tokenbus-route-features"] = ",".join(started.route_features)
+    return headers
 
 
 async def _submit(node: GatewayNode, sub: Subscription, request: ChatRequested) -> Started:
@@ -141,6 +177,9 @@ async def _sse_frames(
                 return
             if event.type == "delta":
                 yield _frame(fmt.content(event.content), id=str(event.seq))
+            elif isinstance(event, Started):
+                # A retry or fallback before any text: later chunks name the model that answers.
+                fmt = ChunkFormatter(sub.request_id, event.created, event.model, include_usage)
             elif isinstance(event, Completed):
                 # One event, two frames: the id goes on the last so resume never splits them.
                 if include_usage:
@@ -177,6 +216,8 @@ async def _collect(sub: Subscription, started: Started, idle_timeout_s: float) -
             )
         if event.type == "delta":
             parts.append(event.content)
+        elif isinstance(event, Started):
+            started = event  # a retry or fallback before any text
         elif isinstance(event, Failed):
             raise error_for_code(event.code, event.message)
         elif isinstance(event, Completed):

@@ -330,6 +330,7 @@ class TestErrorCode:
         ErrorCode.WORKER_LOST: True,
         ErrorCode.STREAM_TIMEOUT: True,
         ErrorCode.OVERLOADED: True,
+        ErrorCode.DEADLINE_EXCEEDED: True,
     }
 
     def test_every_code_has_a_decided_retryable_flag(self) -> None:

@@ -1,6 +1,7 @@
 """Generation against the real llmsim over HTTP: events, text, usage, params, cancel, errors."""
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -25,8 +26,8 @@ from contracts import (
     TokenUsage,
     new_request_id,
 )
-from services.common.models import sim_profile
-from services.inference.backends import Route, route_request
+from services.common.models import RetryPolicy, sim_profile
+from services.inference.backends import route_request
 from services.inference.generation import (
     CANCEL_MSG,
     Generation,
@@ -94,8 +95,25 @@ def _request(**params: Any) -> ChatRequested:
     )
 
 
-def _route(base_url: str, model: str = "small") -> Route:
-    return route_request(sim_profile(base_url), model)
+class OneClient:
+    """The worker's client pool reduced to one given client with no slot limit."""
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self._client = client
+
+    def get(self, _spec: object) -> openai.AsyncOpenAI:
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def slot(self, _spec: object) -> AsyncIterator[None]:
+        yield
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def _request_for(model: str) -> ChatRequested:
+    return _request().model_copy(update={"model": model})
 
 
 async def _generate(
@@ -103,10 +121,20 @@ async def _generate(
     request: ChatRequested,
     send: FakeSend,
     coalesce_s: float = 0.0,
+    retry: RetryPolicy = NO_RETRY,
 ) -> Outcome:
-    route = _route(str(client.base_url), request.model)
+    route = route_request(sim_profile(str(client.base_url)), request)
     reply = ReplyStream(send, TOPIC, request, attempt="attempt-1", headers=HEADERS)
-    outcome = await Generation(request, route, client, reply, coalesce_s).run()
+    generation = Generation(
+        request,
+        route,
+        OneClient(client),
+        reply,  # type: ignore[arg-type]
+        coalesce_s=coalesce_s,
+        retry=retry,
+        deadline=None,
+    )
+    outcome = await generation.run()
     await reply.close()
     return outcome
 
@@ -323,18 +351,21 @@ def _closed_port() -> int:
 
 
 class TestBackendErrors:
-    async def test_unreachable_backend_fails_retryable_as_backend_unavailable(self) -> None:
+    async def test_unreachable_backend_falls_back_then_fails_retryable(self) -> None:
         url = f"http://127.0.0.1:{_closed_port()}/v1"
         send = FakeSend()
         async with openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0) as client:
             outcome = await _generate(client, _request(), send)
         events = send.events
-        assert [e.type for e in events] == ["started", "failed"]
+        # One try on the small tier, one on its fallback (large): both unreachable.
+        assert [e.type for e in events] == ["started", "started", "failed"]
+        assert [e.tier for e in events[:2]] == ["small", "large"]  # type: ignore[union-attr]
+        assert events[1].retry_reason == "backend_unavailable"  # type: ignore[union-attr]
         failed = events[-1]
         assert isinstance(failed, Failed)
         assert failed.code is ErrorCode.BACKEND_UNAVAILABLE
         assert failed.retryable is True
-        assert failed.seq == 1
+        assert failed.seq == 2
         assert failed.usage is None  # nothing was generated
         assert "127.0.0.1" not in failed.message
         assert (outcome.status, outcome.error_code) == ("failed", ErrorCode.BACKEND_UNAVAILABLE)
@@ -373,8 +404,8 @@ class TestClassifyError:
                 ErrorCode.BACKEND_UNAVAILABLE,
             ),
             (_http_error(400), ErrorCode.INVALID_REQUEST),
-            (_http_error(429), ErrorCode.BACKEND_ERROR),
-            (_http_error(500), ErrorCode.BACKEND_ERROR),
+            (_http_error(429), ErrorCode.OVERLOADED),
+            (_http_error(500), ErrorCode.BACKEND_UNAVAILABLE),
             (ValueError("bad chunk"), ErrorCode.BACKEND_ERROR),
         ],
         ids=["timeout", "connection", "400", "429", "500", "value"],
@@ -387,35 +418,33 @@ class TestRouteRequest:
     CONFIG = sim_profile("http://llmsim:8090/v1")
 
     @pytest.mark.parametrize("tier", ["small", "large"])
-    def test_tier_names_pick_the_tiers_first_backend(self, tier: str) -> None:
-        route = route_request(self.CONFIG, tier)
+    def test_tier_names_pick_the_tier_then_fall_back_to_the_other(self, tier: str) -> None:
+        route = route_request(self.CONFIG, _request_for(tier))
+        other = "large" if tier == "small" else "small"
         assert route.tier == tier
-        assert route.backend is self.CONFIG.tiers[tier][0]
+        assert [p.backend for p in route.plan] == [
+            self.CONFIG.tiers[tier][0],
+            self.CONFIG.tiers[other][0],
+        ]
         assert (route.model, route.reason) == (f"llmsim-{tier}", "explicit")
 
-    def test_auto_goes_to_the_small_tier(self) -> None:
-        route = route_request(self.CONFIG, "auto")
-        assert (route.tier, route.model, route.backend.name) == (
-            "small",
-            "llmsim-small",
-            "llmsim-small",
-        )
-        assert route.reason != "explicit"
+    def test_auto_is_scored_and_explained(self) -> None:
+        route = route_request(self.CONFIG, _request_for("auto"))
+        assert route.reason == "score"
+        assert route.score is not None and route.features
+        assert route.tier in ("small", "large")
 
-    def test_a_concrete_model_picks_the_backend_serving_it(self) -> None:
-        route = route_request(self.CONFIG, "llmsim-large")
-        assert (route.tier, route.model, route.backend.name, route.reason) == (
-            "large",
-            "llmsim-large",
-            "llmsim-large",
-            "explicit",
-        )
+    def test_a_concrete_model_picks_the_backend_serving_it_without_fallback(self) -> None:
+        route = route_request(self.CONFIG, _request_for("llmsim-large"))
+        assert [(p.tier, p.model, p.backend.name) for p in route.plan] == [
+            ("large", "llmsim-large", "llmsim-large")
+        ]
+        assert route.reason == "explicit"
 
     def test_an_unknown_model_passes_through_to_the_small_tier(self) -> None:
-        route = route_request(self.CONFIG, "gpt-4o-2024-08-06")
-        assert (route.tier, route.backend.name, route.reason) == (
-            "small",
-            "llmsim-small",
-            "passthrough",
-        )
+        route = route_request(self.CONFIG, _request_for("gpt-4o-2024-08-06"))
+        assert [(p.tier, p.model, p.backend.name) for p in route.plan] == [
+            ("small", "gpt-4o-2024-08-06", "llmsim-small")
+        ]
+        assert route.reason == "passthrough"
         assert route.model == "gpt-4o-2024-08-06"  # sent to the backend under its own name

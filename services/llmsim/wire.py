@@ -1,0 +1,162 @@
+"""OpenAI's wire format as llmsim writes it: SSE chunk frames and error bodies."""
+
+import json
+import logging
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from services.llmsim.faults import Fault, InjectedDisconnect
+from services.llmsim.text import finish_reason
+
+JSON = json.JSONEncoder(separators=(",", ":")).encode  # compact, as OpenAI's wire is
+DONE = b"data: [DONE]\n\n"
+
+
+class Frames:
+    """Pre-built SSE frames of one stream, so each token costs one dumps and one concat."""
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        head = JSON(
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+            }
+        )[:-1]
+        self._usage_head = "data: " + head + ',"choices":[],"usage":'
+        self._delta = "data: " + head + ',"choices":[{"index":0,"delta":'
+        self._content = self._delta + '{"content":'
+        # OpenAI sends `"usage":null` on every chunk but the last when usage was asked for.
+        self._tail = ',"usage":null}\n\n' if include_usage else "}\n\n"
+        self._open = ',"logprobs":null,"finish_reason":null}]' + self._tail
+
+    def role(self) -> bytes:
+        return (self._delta + '{"role":"assistant","content":""}' + self._open).encode()
+
+    def content(self, token: str) -> bytes:
+        return (self._content + JSON(token) + "}" + self._open).encode()
+
+    def finish(self, reason: str) -> bytes:
+        closing = ',"logprobs":null,"finish_reason":' + JSON(reason) + "}]" + self._tail
+        return (self._delta + "{}" + closing).encode()
+
+    def usage(self, usage: dict[str, int]) -> bytes:
+        return (self._usage_head + JSON(usage) + "}\n\n").encode()
+
+
+def completion(
+    completion_id: str,
+    created: int,
+    model: str,
+    tokens: list[str],
+    limit: int | None,
+    usage: dict[str, int],
+) -> dict[str, Any]:
+    """A whole (non-stream) chat completion object."""
+    message = {"role": "assistant", "content": "".join(tokens), "refusal": None}
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(limit),
+            }
+        ],
+        "usage": usage,
+        "system_fingerprint": None,
+    }
+
+
+def openai_error(
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    kind: str = "invalid_request_error",
+) -> JSONResponse:
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return JSONResponse({"error": error}, status_code=status)
+
+
+def fault_response(fault: Fault, status: int) -> JSONResponse:
+    """The error an injected `status` fault answers, shaped as OpenAI's for that status."""
+    if status == 429:
+        kind, code, message = "requests", "rate_limit_exceeded", "Rate limit reached"
+    elif status >= 500:
+        kind, code, message = "server_error", None, "The server had an error"
+    else:
+        kind, code, message = "invalid_request_error", None, "The request was refused"
+    response = openai_error(status, f"{message} (llmsim fault {fault.spec!r})", None, code, kind)
+    response.headers["x-llmsim-fault-injected"] = fault.spec
+    if fault.retry_after is not None or status in (429, 503):
+        seconds = fault.retry_after or 0.0
+        response.headers["retry-after"] = f"{seconds:g}"
+        response.headers["retry-after-ms"] = f"{seconds * 1000:g}"
+    return response
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [p for p in loc if p != "body"]
+    if not parts or not isinstance(parts[0], str):
+        return None
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)[1:]
+
+
+async def on_invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    """Every validation failure is a 400 in OpenAI's error shape, never FastAPI's 422."""
+    assert isinstance(exc, RequestValidationError)
+    error = exc.errors()[0]
+    kind, param = error["type"], _param(tuple(error["loc"]))
+    if kind == "json_invalid":
+        return openai_error(400, "We could not parse the JSON body of your request.")
+    if param is None:
+        return openai_error(400, f"The request body must be a JSON object: {error['msg']}")
+    if kind == "missing":
+        return openai_error(
+            400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
+        )
+    code = {"too_short": "empty_array", "greater_than_equal": "integer_below_min_value"}.get(
+        kind, "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    )
+    return openai_error(400, f"Invalid '{param}': {error['msg']}.", param, code)
+
+
+async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    response = openai_error(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+class _QuietInjectedDisconnects(logging.Filter):
+    """Turns uvicorn's traceback for an injected drop into one line: it is no server bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, InjectedDisconnect):
+            record.msg, record.args, record.exc_info = (
+                "llmsim dropped a connection: %s",
+                (exc,),
+                None,
+            )
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_injected_disconnects() -> None:
+    """Install the filter on uvicorn's error logger, once per process."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietInjectedDisconnects) for f in logger.filters):
+        logger.addFilter(_QuietInjectedDisconnects())
