@@ -2,7 +2,13 @@
 
 from contracts.base import Event, utcnow
 from contracts.chat import ChatRequested, Message
-from contracts.control import CancelRequested
+from contracts.control import (
+    CONTROL_EVENT,
+    CancelRequested,
+    ClientAttached,
+    ClientDetached,
+    ControlEvent,
+)
 from contracts.dead_letter import DeadLetter
 from contracts.errors import ErrorCode
 from contracts.request_id import RequestRef, new_request_id, parse_request_id
@@ -20,13 +26,17 @@ from contracts.topics import TOPICS, Topic, Topics
 from contracts.usage import BackendTry, UsageRecorded
 
 __all__ = [
+    "CONTROL_EVENT",
     "STREAM_EVENT",
     "TERMINAL_TYPES",
     "TOPICS",
     "BackendTry",
     "CancelRequested",
     "ChatRequested",
+    "ClientAttached",
+    "ClientDetached",
     "Completed",
+    "ControlEvent",
     "DeadLetter",
     "Delta",
     "ErrorCode",

@@ -34,6 +34,9 @@ class ChatRequested(Event):
         " passed to the backend unchanged",
     )
     stream: bool = Field(default=True, description="Whether the client asked for a stream")
+    include_usage: bool = Field(
+        default=False, description="stream_options.include_usage: end the stream with usage"
+    )
     reply_partition: int = Field(ge=0, description="Partition of `llm.tokens` to answer on")
     deadline: AwareDatetime | None = Field(
         default=None, description="Give up (failed: deadline_exceeded) after this time"

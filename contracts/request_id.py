@@ -6,6 +6,7 @@ second store.
 
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 _PATTERN = re.compile(r"chatcmpl-([0-9a-f]{1,12})-([0-9]{1,4})-([0-9a-f]{16})")
@@ -17,6 +18,9 @@ class RequestRef:
 
     created_ms: int
     partition: int
+
+    def age_ms(self) -> int:
+        return int(time.time() * 1000) - self.created_ms
 
 
 def new_request_id(partition: int, created_ms: int) -> str:

@@ -38,6 +38,10 @@ class Started(_StreamEventBase):
     try_no: int = Field(default=0, ge=0, description="Backend tries before this one")
     retry_reason: str | None = Field(default=None, description="Error code of the previous try")
     created: int = Field(description="Unix time of the generation, as in OpenAI's `created`")
+    include_usage: bool = Field(
+        default=False, description="Echo of the request's include_usage, so any node can "
+        "render a resumed stream exactly as the original"
+    )
 
 
 class Delta(_StreamEventBase):

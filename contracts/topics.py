@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from contracts.chat import ChatRequested
-from contracts.control import CancelRequested
+from contracts.control import ControlEvent
 from contracts.dead_letter import DeadLetter
 from contracts.stream import StreamEvent
 from contracts.usage import UsageRecorded
@@ -32,7 +32,7 @@ class Topics:
 
     requests: Topic = Topic("llm.requests", "request_id", 12, ChatRequested)
     tokens: Topic = Topic("llm.tokens", "request_id", 4, StreamEvent, retention_ms=24 * _HOUR_MS)
-    control: Topic = Topic("llm.control", "request_id", 1, CancelRequested, retention_ms=_HOUR_MS)
+    control: Topic = Topic("llm.control", "request_id", 1, ControlEvent, retention_ms=_HOUR_MS)
     usage: Topic = Topic("llm.usage", "tenant_id", 6, UsageRecorded)
     requests_dlq: Topic = Topic("llm.requests.dlq", "request_id", 1, DeadLetter)
 

@@ -22,7 +22,8 @@ class System:
     worker_env: dict[str, str] = field(default_factory=dict)
     tiers: Callable[[str], dict[str, Any]] | None = None  # llmsim URL -> tiers file content
     llmsim: ServiceProcess | None = None
-    gateway: ServiceProcess | None = None
+    gateway_env: dict[str, str] = field(default_factory=dict)
+    gateways: list[ServiceProcess] = field(default_factory=list)
     workers: list[ServiceProcess] = field(default_factory=list)
 
     def _env(self) -> dict[str, str]:
@@ -45,6 +46,10 @@ class System:
     def llmsim_url(self) -> str:
         assert self.llmsim is not None
         return self.llmsim.url
+
+    @property
+    def gateway(self) -> ServiceProcess | None:
+        return self.gateways[0] if self.gateways else None
 
     @property
     def gateway_url(self) -> str:
@@ -77,20 +82,24 @@ class System:
 
     def start_gateway(self, partitions: str = "0") -> ServiceProcess:
         port = free_port()
-        self.gateway = ServiceProcess(
-            "gateway",
+        name = f"gateway-{len(self.gateways)}"
+        gateway = ServiceProcess(
+            name,
             ["gateway", "--port", str(port), "--partitions", partitions],
             port,
-            self._env(),
-            self.logs / f"{self.prefix}gateway.log",
+            {**self._env(), **self.gateway_env},
+            self.logs / f"{self.prefix}{name}.log",
         )
-        return self.gateway.start()
+        self.gateways.append(gateway.start())
+        return gateway
 
-    def start(self, workers: int = 1) -> "System":
+    def start(self, workers: int = 1, gateways: int = 1) -> "System":
+        """Node k of n gateways reads reply partitions k, k+n, ... of the 4."""
         self.start_llmsim()
         for _ in range(workers):
             self.start_worker()
-        self.start_gateway()
+        for k in range(gateways):
+            self.start_gateway(",".join(str(p) for p in range(k, 4, gateways)))
         try:
             for proc in self.processes():
                 proc.wait_ready(timeout=90)
@@ -100,7 +109,7 @@ class System:
         return self
 
     def processes(self) -> list[ServiceProcess]:
-        return [p for p in (self.llmsim, *self.workers, self.gateway) if p is not None]
+        return [p for p in (self.llmsim, *self.workers, *self.gateways) if p is not None]
 
     def stop(self) -> None:
         for proc in reversed(self.processes()):

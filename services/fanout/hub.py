@@ -14,11 +14,37 @@ class SubscriberDropped(Exception):
 class Subscription:
     """One watcher of one request: an async iterator of its events, ending after the last."""
 
-    def __init__(self, hub: "Hub", request_id: str, buffer: int) -> None:
+    def __init__(self, hub: "Hub | None", request_id: str, buffer: int) -> None:
         self.request_id = request_id
         self._hub = hub
         self._queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue(maxsize=buffer)
+        # Each watcher orders its own events, so one fed from Kafka history (a resume)
+        # follows exactly the rules of one fed live.
+        self._sequencer = Sequencer()
         self.dropped = False
+
+    def offer(self, event: StreamEvent) -> None:
+        """A raw event from Kafka: deliver it if it is the next one of this stream."""
+        delivered = self._sequencer.accept(event)
+        if delivered is not None:
+            self.push(delivered)
+
+    async def offer_waiting(self, event: StreamEvent, stall_s: float) -> None:
+        """Like `offer`, but wait up to `stall_s` for room: for a feed that serves this watcher
+        alone (a resume), where waiting slows nobody else. Still full then: dropped."""
+        delivered = self._sequencer.accept(event)
+        if delivered is None or self.dropped:
+            return
+        try:
+            async with asyncio.timeout(stall_s):
+                await self._queue.put(delivered)
+        except TimeoutError:
+            self.push(delivered)  # still full: this marks the watcher dropped
+
+    @property
+    def finished(self) -> bool:
+        """The terminal event (or a drop) has been queued: nothing more will come."""
+        return self._sequencer.done or self.dropped
 
     def push(self, event: StreamEvent | None) -> None:
         if self.dropped:
@@ -45,7 +71,8 @@ class Subscription:
                 return
 
     def close(self) -> None:
-        self._hub.unsubscribe(self)
+        if self._hub is not None:
+            self._hub.unsubscribe(self)
 
     def __enter__(self) -> "Subscription":
         return self
@@ -54,47 +81,33 @@ class Subscription:
         self.close()
 
 
-class _Watched:
-    __slots__ = ("sequencer", "subscribers")
-
-    def __init__(self) -> None:
-        self.sequencer = Sequencer()
-        self.subscribers: list[Subscription] = []
-
-
 class Hub:
     """Routes events by request id; register a subscription before publishing the request."""
 
     def __init__(self, buffer: int = 1024) -> None:
         self._buffer = buffer
-        self._watched: dict[str, _Watched] = {}
+        self._watched: dict[str, list[Subscription]] = {}
 
     def subscribe(self, request_id: str) -> Subscription:
         sub = Subscription(self, request_id, self._buffer)
-        self._watched.setdefault(request_id, _Watched()).subscribers.append(sub)
+        self._watched.setdefault(request_id, []).append(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         watched = self._watched.get(sub.request_id)
         if watched is None:
             return
-        if sub in watched.subscribers:
-            watched.subscribers.remove(sub)
-        if not watched.subscribers:
+        if sub in watched:
+            watched.remove(sub)
+        if not watched:
             del self._watched[sub.request_id]
 
     def is_watched(self, request_id: str) -> bool:
         return request_id in self._watched
 
     def publish(self, event: StreamEvent) -> None:
-        watched = self._watched.get(event.request_id)
-        if watched is None:
-            return
-        delivered = watched.sequencer.accept(event)
-        if delivered is None:
-            return
-        for sub in watched.subscribers:
-            sub.push(delivered)
+        for sub in self._watched.get(event.request_id, ()):
+            sub.offer(event)
 
     @property
     def watched_requests(self) -> int:
@@ -102,4 +115,4 @@ class Hub:
 
     @property
     def subscriptions(self) -> int:
-        return sum(len(w.subscribers) for w in self._watched.values())
+        return sum(len(w) for w in self._watched.values())

@@ -65,7 +65,7 @@ class ReplyReader:
         assert self._consumer is not None
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=1000, max_records=2000)
+                batches = await self._consumer.getmany(timeout_ms=1000, max_records=500)
             except KafkaError as exc:
                 log.warning("reply_fetch_failed", error=type(exc).__name__)
                 await asyncio.sleep(0.5)  # back off from a broker outage, do not spin
@@ -73,6 +73,8 @@ class ReplyReader:
             for records in batches.values():
                 for record in records:
                     self._dispatch(record.key, record.value)
+            # Let the watchers' writers drain their buffers between batches.
+            await asyncio.sleep(0)
 
     def _dispatch(self, key: bytes | None, value: bytes | None) -> None:
         if key is None or value is None or not self._hub.is_watched(key.decode(errors="replace")):

@@ -16,7 +16,7 @@ from services.fanout import Hub, ReplyReader
 from services.gateway.errors import install_error_handlers
 from services.gateway.node import GatewayNode
 from services.gateway.publish import RequestPublisher
-from services.gateway.routes import chat, models
+from services.gateway.routes import chat, models, streams, ws
 from services.gateway.settings import GatewaySettings
 
 log = structlog.get_logger("gateway")
@@ -77,4 +77,6 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     app.include_router(health_router(registry, readiness))
     app.include_router(chat.router)
     app.include_router(models.router)
+    app.include_router(streams.router)
+    app.include_router(ws.router)
     return app

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from contracts import Message, TokenUsage
 
+_COMPACT = (",", ":")  # OpenAI's streams carry compact JSON
 # Fields the gateway acts on itself; every other field the client sent is passed through.
 OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
 
@@ -74,7 +75,7 @@ class ChunkFormatter:
 
 
 def usage_json(usage: TokenUsage) -> str:
-    return json.dumps(usage_dict(usage))
+    return json.dumps(usage_dict(usage), separators=_COMPACT)
 
 
 def usage_dict(usage: TokenUsage) -> dict[str, int]:
@@ -110,5 +111,6 @@ def completion_body(
 def stream_error(code: str, message: str) -> str:
     """An error inside an SSE stream; the OpenAI SDKs raise it as an APIError."""
     return json.dumps(
-        {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
+        {"error": {"message": message, "type": "api_error", "param": None, "code": code}},
+        separators=_COMPACT,
     )

@@ -2,7 +2,7 @@
 
 from faststream.kafka import KafkaBroker
 
-from contracts import CancelRequested, ChatRequested, Topics
+from contracts import CancelRequested, ChatRequested, ClientAttached, ClientDetached, Topics
 
 
 class RequestPublisher:
@@ -23,3 +23,11 @@ class RequestPublisher:
     async def cancel(self, request_id: str, reason: str) -> None:
         command = CancelRequested(request_id=request_id, reason=reason)
         await self._control.publish(command, key=request_id.encode())
+
+    async def attached(self, request_id: str) -> None:
+        await self._control.publish(ClientAttached(request_id=request_id), key=request_id.encode())
+
+    async def detached(self, request_id: str, grace_s: float) -> None:
+        await self._control.publish(
+            ClientDetached(request_id=request_id, grace_s=grace_s), key=request_id.encode()
+        )

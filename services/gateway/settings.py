@@ -27,11 +27,23 @@ class GatewaySettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySetting
         examples=[{"sk-dev": "dev"}],
     )
     subscriber_buffer: int = Field(
-        default=1024, ge=16, description="Events buffered per watcher before it is dropped"
+        default=4096, ge=16, description="Events buffered per watcher before it is dropped"
+    )
+    watcher_stall_s: float = Field(
+        default=10.0, gt=0, description="A resuming watcher that reads nothing this long is dropped"
     )
     first_event_timeout_s: float = Field(
         default=60.0, gt=0, description="Give up (503) if no worker takes the request by then"
     )
+    disconnect_grace_s: float = Field(
+        default=30.0, ge=0, description="Keep generating this long for a client that left"
+    )
+    send_timeout_s: float = Field(
+        default=60.0, gt=0, description="Close a client that accepts no bytes for this long"
+    )
     idle_timeout_s: float = Field(
         default=120.0, gt=0, description="End a stream with an error after this long silent"
+    )
+    ws_heartbeat_s: float = Field(
+        default=20.0, gt=0, description="Send a WebSocket `heartbeat` after this long idle"
     )

@@ -88,11 +88,11 @@ def build_broker(
         topics.control.name,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="latest",
-        title="on_cancel_requested",
-        description="CancelRequested, read by every worker",
+        title="on_control",
+        description="Cancels and watcher changes, read by every worker",
     )
-    async def on_cancel_requested(message: KafkaMessage) -> None:
-        await worker_ref[0].cancel(message.body, _delivery(message))
+    async def on_control(message: KafkaMessage) -> None:
+        await worker_ref[0].control(message.body, _delivery(message))
 
     return WorkerBroker(broker, usage, requests)
 

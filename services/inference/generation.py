@@ -160,6 +160,7 @@ class Generation:
             route_features=self.route.features,
             try_no=len(self._tries),
             retry_reason=self._last_code.value if self._last_code else None,
+            include_usage=self.request.include_usage,
             created=int(time.time()),
         )
         t0 = time.monotonic()

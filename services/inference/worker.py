@@ -15,8 +15,10 @@ from opentelemetry import propagate
 from pydantic import ValidationError
 
 from contracts import (
+    CONTROL_EVENT,
     CancelRequested,
     ChatRequested,
+    ClientAttached,
     ErrorCode,
     TokenUsage,
     UsageRecorded,
@@ -29,6 +31,7 @@ from services.inference.generation import CANCEL_MSG, Generation, Outcome
 from services.inference.offsets import OffsetTracker
 from services.inference.reply import ReplyStream, SendFn
 from services.inference.settings import InferenceSettings
+from services.inference.watchers import Watchers
 
 log = structlog.get_logger("inference")
 
@@ -81,6 +84,7 @@ class Worker:
         self._early_cancels: dict[str, float] = {}
         self._closing = False
         self._flow: FlowControl | None = None
+        self._watchers = Watchers(lambda request_id: self.cancel(request_id, "no_watcher"))
         self.paused = False
         self.pauses = 0
 
@@ -111,6 +115,7 @@ class Worker:
             return
         task = asyncio.create_task(self._serve(request, delivery, headers))
         self._inflight[request.request_id] = task
+        self._watchers.track(request.request_id)
         if len(self._inflight) >= self._settings.max_concurrency and self._flow and not self.paused:
             # Full: stop fetching rather than letting prefetched requests queue up here,
             # where no other worker of the group could take them.
@@ -119,18 +124,27 @@ class Worker:
             self._flow.pause()
             log.info("worker_paused", active=len(self._inflight))
 
-    async def cancel(self, value: bytes, delivery: Delivery) -> bool:
-        """Cancel a request this worker holds; return whether it held it."""
+    async def control(self, value: bytes, delivery: Delivery) -> None:
+        """A control event from `llm.control`: cancel, or a watcher came or went."""
         try:
-            command = CancelRequested.model_validate_json(value)
+            event = CONTROL_EVENT.validate_json(value)
         except ValidationError as exc:
             await self._dead_letter(value=value, delivery=delivery, reason=str(exc))
-            return False
-        task = self._inflight.get(command.request_id)
+            return
+        if isinstance(event, CancelRequested):
+            self.cancel(event.request_id, event.reason)
+        elif isinstance(event, ClientAttached):
+            self._watchers.attach(event.request_id)
+        else:
+            self._watchers.detach(event.request_id, event.grace_s)
+
+    def cancel(self, request_id: str, reason: str) -> bool:
+        """Cancel a request this worker holds; return whether it held it."""
+        task = self._inflight.get(request_id)
         if task is None:
-            self._remember_early_cancel(command.request_id)
+            self._remember_early_cancel(request_id)
             return False
-        log.info("cancel_requested", request_id=command.request_id, reason=command.reason)
+        log.info("cancel_requested", request_id=request_id, reason=reason)
         task.cancel(CANCEL_MSG)
         return True
 
@@ -165,6 +179,7 @@ class Worker:
                 log.exception("generation_crashed", request_id=request.request_id)
             finally:
                 self._inflight.pop(request.request_id, None)
+                self._watchers.untrack(request.request_id)
                 self._slots.release()
                 self._maybe_resume()
             await self._finish(delivery)

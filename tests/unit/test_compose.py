@@ -1,8 +1,9 @@
-"""compose.yaml, the Dockerfile and the Prometheus/Grafana config, checked against the code.
+"""compose.yaml, the Dockerfile and the Prometheus/Grafana/nginx config, checked against the code.
 
 No Docker daemon is needed: these tests read the files and compare them with the typer app,
-the Settings classes, the Kafka pin in infra/kafka/pom.xml and the metrics the apps expose,
-so a renamed setting, a changed port or a new service fails here instead of in a container.
+the Settings classes, the topic registry, the Kafka pin in infra/kafka/pom.xml and the metrics
+the apps expose, so a renamed setting, a changed port or a new service fails here instead of
+in a container.
 """
 
 import json
@@ -21,6 +22,7 @@ from pydantic import AliasChoices
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings
 
+from contracts import TOPICS
 from services.cli import app as cli_app
 from services.common.settings import KafkaSettings
 from services.gateway.settings import GatewaySettings
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 IMAGE = "tokenbus:dev"
+NGINX_CONF = ROOT / "infra/nginx/nginx.conf"
+EDGE = "edge"  # the load balancer in front of the gateway nodes
 
 # `tokenbus <command>` -> the Settings class that command builds (see services/cli.py).
 SETTINGS: dict[str, type[BaseSettings]] = {
@@ -64,8 +68,22 @@ def _command(svc: dict[str, Any]) -> str:
     return (command.split() if isinstance(command, str) else command)[0]
 
 
-def _services_by_command() -> dict[str, tuple[str, dict[str, Any]]]:
-    return {_command(svc): (name, svc) for name, svc in _tokenbus_services().items()}
+def _services_by_command() -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    by_command: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for name, svc in sorted(_tokenbus_services().items()):
+        by_command.setdefault(_command(svc), []).append((name, svc))
+    return by_command
+
+
+def _service(command: str) -> tuple[str, dict[str, Any]]:
+    """The one service running `tokenbus <command>` (all but gateway run exactly once)."""
+    [only] = _services_by_command()[command]
+    return only
+
+
+def _gateways() -> dict[str, dict[str, Any]]:
+    """The gateway nodes: every service running `tokenbus gateway`, by name."""
+    return dict(_services_by_command()["gateway"])
 
 
 def _environment(svc: dict[str, Any]) -> dict[str, str]:
@@ -120,6 +138,23 @@ def _long_running() -> list[str]:
     return sorted(_cli_commands() - set(NOT_SERVICES))
 
 
+def _reply_partitions(name: str, svc: dict[str, Any]) -> list[int]:
+    """The partitions of the tokens topic a gateway node reads, as its compose env sets them."""
+    raw = [
+        value
+        for var, value in _environment(svc).items()
+        if _field_for(GatewaySettings, var) == "reply_partitions"
+    ]
+    assert len(raw) == 1, f"{name}: must set its reply partitions (the default is shared)"
+    return json.loads(raw[0])
+
+
+TOKENBUS_SERVICES = sorted(_tokenbus_services())
+HTTP_SERVICES = [
+    name for name in TOKENBUS_SERVICES if "port" in SETTINGS[_command(SERVICES[name])].model_fields
+]
+
+
 # --- commands ---------------------------------------------------------------------------
 
 
@@ -134,7 +169,7 @@ def test_every_tokenbus_service_runs_a_real_subcommand() -> None:
 def test_every_long_running_subcommand_has_a_service() -> None:
     by_command = _services_by_command()
     for command in _long_running():
-        assert command in by_command, f"`tokenbus {command}` has no service in compose.yaml"
+        assert by_command.get(command), f"`tokenbus {command}` has no service in compose.yaml"
     assert set(NOT_SERVICES) <= _cli_commands(), "NOT_SERVICES names a command that is gone"
 
 
@@ -144,29 +179,29 @@ def test_only_the_known_commands_run_in_compose() -> None:
 
 
 def test_topics_is_a_one_shot_job_after_kafka_is_healthy() -> None:
-    _, svc = _services_by_command()["topics"]
+    _, svc = _service("topics")
     assert str(svc.get("restart")) == "no"
     assert svc["depends_on"]["kafka"]["condition"] == "service_healthy"
 
 
 def test_services_wait_for_topics_and_llmsim() -> None:
-    llmsim_name, _ = _services_by_command()["llmsim"]
-    topics_name, _ = _services_by_command()["topics"]
+    llmsim_name, _ = _service("llmsim")
+    topics_name, _ = _service("topics")
     for command in ("gateway", "inference"):
-        name, svc = _services_by_command()[command]
-        depends = svc["depends_on"]
-        assert depends[topics_name]["condition"] == "service_completed_successfully", name
-    _, inference = _services_by_command()["inference"]
+        for name, svc in _services_by_command()[command]:
+            depends = svc["depends_on"]
+            assert depends[topics_name]["condition"] == "service_completed_successfully", name
+    _, inference = _service("inference")
     assert inference["depends_on"][llmsim_name]["condition"] == "service_healthy"
 
 
 # --- environment ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", sorted(SETTINGS))
-def test_every_env_var_is_read_by_the_service(command: str) -> None:
-    name, svc = _services_by_command()[command]
-    cls = SETTINGS[command]
+@pytest.mark.parametrize("name", TOKENBUS_SERVICES)
+def test_every_env_var_is_read_by_the_service(name: str) -> None:
+    svc = SERVICES[name]
+    cls = SETTINGS[_command(svc)]
     for var in _environment(svc):
         if var in READ_DIRECTLY:
             continue
@@ -176,9 +211,10 @@ def test_every_env_var_is_read_by_the_service(command: str) -> None:
         )
 
 
-@pytest.mark.parametrize("command", sorted(SETTINGS))
-def test_compose_env_validates_in_settings(command: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    name, svc = _services_by_command()[command]
+@pytest.mark.parametrize("name", TOKENBUS_SERVICES)
+def test_compose_env_validates_in_settings(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = SERVICES[name]
+    command = _command(svc)
     cls = SETTINGS[command]
     env = _environment(svc)
     for var in list(os.environ):  # only compose's values, not the developer's shell
@@ -201,7 +237,8 @@ def test_compose_env_validates_in_settings(command: str, monkeypatch: pytest.Mon
         assert settings.log_format == "json", f"{name} must log JSON"  # type: ignore[attr-defined]
         assert settings.port == _default_port(command)  # type: ignore[attr-defined]
     if command == "gateway":
-        assert settings.reply_partitions == [0]  # type: ignore[attr-defined]
+        assert settings.instance == name, "nodes are told apart by instance"  # type: ignore[attr-defined]
+        assert settings.reply_partitions == _reply_partitions(name, svc)  # type: ignore[attr-defined]
 
 
 def test_kafka_clients_use_the_advertised_listener() -> None:
@@ -209,37 +246,138 @@ def test_kafka_clients_use_the_advertised_listener() -> None:
     plaintext = next(e for e in advertised.split(",") if e.startswith("PLAINTEXT://"))
     address = plaintext.removeprefix("PLAINTEXT://")
     for command in ("gateway", "inference", "topics"):
-        name, svc = _services_by_command()[command]
-        assert _environment(svc).get("KAFKA_BOOTSTRAP_SERVERS") == address, name
+        for name, svc in _services_by_command()[command]:
+            assert _environment(svc).get("KAFKA_BOOTSTRAP_SERVERS") == address, name
+
+
+def test_gateway_nodes_split_the_reply_partitions() -> None:
+    nodes = _gateways()
+    assert len(nodes) >= 2, f"compose runs several gateway nodes behind {EDGE}"
+    owned = {name: _reply_partitions(name, svc) for name, svc in nodes.items()}
+    every = [p for partitions in owned.values() for p in partitions]
+    assert len(every) == len(set(every)), f"gateway nodes share a reply partition: {owned}"
+    tokens = TOPICS.tokens
+    assert set(every) == set(range(tokens.partitions)), (
+        f"{owned} must cover the {tokens.partitions} partitions of {tokens.name}"
+    )
 
 
 # --- ports ------------------------------------------------------------------------------
 
 
-def test_gateway_publishes_its_settings_port() -> None:
-    _, svc = _services_by_command()["gateway"]
+def test_edge_publishes_the_gateway_settings_port() -> None:
     port = _default_port("gateway")
-    published = [str(p) for p in svc["ports"]]
+    published = [str(p) for p in SERVICES[EDGE]["ports"]]
     assert published == [f"{port}:{port}"]
+    assert _nginx_directives("listen") == [str(port)], "nginx listens on the published port"
 
 
-@pytest.mark.parametrize("command", ["gateway", "inference", "llmsim"])
-def test_healthcheck_port_is_the_settings_port(command: str) -> None:
-    name, svc = _services_by_command()[command]
-    assert _healthcheck_port(svc) == _default_port(command), name
+def test_no_gateway_node_publishes_a_host_port() -> None:
+    for name, svc in _gateways().items():
+        assert "ports" not in svc, f"{name}: clients reach the gateway nodes through {EDGE}"
+
+
+@pytest.mark.parametrize("name", HTTP_SERVICES)
+def test_healthcheck_port_is_the_settings_port(name: str) -> None:
+    svc = SERVICES[name]
+    assert _healthcheck_port(svc) == _default_port(_command(svc)), name
 
 
 def test_every_long_running_service_has_a_healthcheck_and_drains() -> None:
     for command in _long_running():
-        name, svc = _services_by_command()[command]
-        assert "/readyz" in " ".join(svc["healthcheck"]["test"]), name
-        assert svc["stop_grace_period"] == "40s", name  # > inference's 30 s drain
+        for name, svc in _services_by_command()[command]:
+            assert "/readyz" in " ".join(svc["healthcheck"]["test"]), name
+            assert svc["stop_grace_period"] == "40s", name  # > inference's 30 s drain
 
 
 def test_inference_can_scale() -> None:
-    name, svc = _services_by_command()["inference"]
+    name, svc = _service("inference")
     assert "container_name" not in svc, f"{name}: a fixed container_name prevents --scale"
     assert "ports" not in svc, f"{name}: a host port prevents --scale"
+
+
+# --- edge (nginx) -----------------------------------------------------------------------
+
+
+def _nginx() -> str:
+    """infra/nginx/nginx.conf without its comments."""
+    return re.sub(r"#[^\n]*", "", NGINX_CONF.read_text())
+
+
+def _nginx_directives(directive: str) -> list[str]:
+    """The arguments of every `directive ...;` in the nginx config, in order."""
+    return [a.strip() for a in re.findall(rf"(?m)^\s*{directive}\s+([^;]*);", _nginx())]
+
+
+def _nginx_headers() -> dict[str, str]:
+    """proxy_set_header name (lower case) -> value."""
+    pairs = (d.split(None, 1) for d in _nginx_directives("proxy_set_header"))
+    return {header.lower(): value for header, value in pairs}
+
+
+def _nginx_seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", value)
+    assert match, f"not an nginx time: {value}"
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2] or "s"]
+    return int(match[1]) * unit
+
+
+def test_edge_runs_nginx_with_the_repo_config() -> None:
+    edge = SERVICES[EDGE]
+    assert edge["image"].startswith("nginx:")
+    mounts = [v.split(":") for v in edge["volumes"]]
+    assert ["./infra/nginx/nginx.conf", "/etc/nginx/nginx.conf", "ro"] in mounts
+    assert NGINX_CONF.is_file()
+
+
+def test_edge_waits_for_every_gateway_node_and_checks_healthz() -> None:
+    edge = SERVICES[EDGE]
+    depends = {name: dep["condition"] for name, dep in edge["depends_on"].items()}
+    assert depends == dict.fromkeys(_gateways(), "service_healthy")
+    port = _default_port("gateway")
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(edge["healthcheck"]["test"])
+
+
+def test_nginx_upstream_is_every_gateway_node() -> None:
+    upstreams = dict(re.findall(r"upstream\s+(\w+)\s*\{([^}]*)\}", _nginx()))
+    [(upstream, body)] = upstreams.items()
+    servers = {(host, int(port)) for host, port in re.findall(r"server\s+([\w.-]+):(\d+)", body)}
+    assert servers == {(name, _default_port("gateway")) for name in _gateways()}
+    assert set(_nginx_directives("proxy_pass")) == {f"http://{upstream}"}
+
+
+def test_nginx_streams_sse_unbuffered() -> None:
+    assert _nginx_directives("proxy_http_version") == ["1.1"]
+    assert _nginx_directives("proxy_buffering") == ["off"]
+    assert _nginx_directives("proxy_cache") == ["off"]
+    assert "X-Accel-Buffering" in _nginx_directives("proxy_pass_header")
+    # Outlast any silence the gateway allows before it ends a stream itself.
+    [read_timeout] = _nginx_directives("proxy_read_timeout")
+    fields = GatewaySettings.model_fields
+    quiet = max(fields["idle_timeout_s"].default, fields["first_event_timeout_s"].default)
+    assert _nginx_seconds(read_timeout) > quiet
+    # Authorization and Last-Event-ID (resume) reach the gateway as the client sent them.
+    assert not {"authorization", "last-event-id"} & set(_nginx_headers())
+    assert "off" not in _nginx_directives("proxy_pass_request_headers")
+
+
+def test_nginx_upgrades_websockets() -> None:
+    nginx = _nginx()
+    upgrade_map = re.search(r"map\s+\$http_upgrade\s+\$connection_upgrade\s*\{([^}]*)\}", nginx)
+    assert upgrade_map, "no `map $http_upgrade $connection_upgrade` for /v1/ws"
+    assert re.search(r"default\s+upgrade\s*;", upgrade_map[1])
+    headers = _nginx_headers()
+    assert headers["upgrade"] == "$http_upgrade"
+    assert headers["connection"] == "$connection_upgrade"
+    # A location with its own proxy_set_header would drop these server-level ones.
+    for body in re.findall(r"location\s+[^{]*\{([^}]*)\}", nginx):
+        assert "proxy_set_header" not in body
+
+
+def test_nginx_limits_the_request_body() -> None:
+    [limit] = _nginx_directives("client_max_body_size")
+    assert re.fullmatch(r"\d+[km]", limit), limit
+    assert f"larger than {limit}" in NGINX_CONF.read_text(), "the 413 body names the limit"
 
 
 # --- kafka ------------------------------------------------------------------------------
@@ -276,18 +414,19 @@ def _scrape_targets() -> list[tuple[str, int]]:
 
 
 def test_prometheus_scrapes_each_service_on_its_port() -> None:
-    services = {name: command for command, (name, _) in _services_by_command().items()}
+    services = {name: _command(svc) for name, svc in _tokenbus_services().items()}
     targets = _scrape_targets()
     for host, port in targets:
         assert host in services, f"scrape target {host} is not a tokenbus service"
         assert port == _default_port(services[host]), f"{host}:{port}"
-    scraped = {services[host] for host, _ in targets}
-    assert scraped == set(_long_running())
+    scraped = {host for host, _ in targets}
+    assert {services[host] for host in scraped} == set(_long_running())
+    assert set(_gateways()) <= scraped, "every gateway node is scraped, not one via the edge"
 
 
 def test_prometheus_discovers_every_inference_replica() -> None:
     config = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
-    name, _ = _services_by_command()["inference"]
+    name, _ = _service("inference")
     dns = [d for job in config["scrape_configs"] for d in job.get("dns_sd_configs", [])]
     assert any(d["names"] == [name] and d["type"] == "A" for d in dns)
 

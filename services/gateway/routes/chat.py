@@ -2,7 +2,6 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -10,7 +9,7 @@ import structlog
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from contracts import (
     ChatRequested,
@@ -26,12 +25,8 @@ from services.fanout.hub import SubscriberDropped, Subscription
 from services.gateway.auth import TenantDep
 from services.gateway.errors import ApiError, error_for_code
 from services.gateway.node import GatewayNode, NodeDep
-from services.gateway.openai_wire import (
-    ChatCompletionRequest,
-    ChunkFormatter,
-    completion_body,
-    stream_error,
-)
+from services.gateway.openai_wire import ChatCompletionRequest, completion_body
+from services.gateway.sse import FrameRenderer, sse_frames
 
 router = APIRouter()
 DeadlineHeader = Annotated[
@@ -62,6 +57,7 @@ async def chat_completions(
         messages=tuple(body.messages),
         params=body.passthrough_params(),
         stream=body.stream,
+        include_usage=body.include_usage,
         reply_partition=partition,
         deadline=utcnow() + timedelta(seconds=deadline_s) if deadline_s else None,
     )
@@ -85,9 +81,17 @@ async def _answer(
         raise
     headers = _route_headers(request.request_id, started)
     if body.stream:
-        fmt = ChunkFormatter(request.request_id, started.created, started.model, body.include_usage)
-        frames = _sse_frames(sub, started, fmt, body.include_usage, node.settings.idle_timeout_s)
-        return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
+        request_id = request.request_id
+        frames = sse_frames(
+            sub,
+            FrameRenderer(request_id),
+            first=started,
+            idle_timeout_s=node.settings.idle_timeout_s,
+            on_detach=lambda: node.detach(request_id),
+        )
+        return EventSourceResponse(
+            frames, headers=headers, sep="\n", ping=15, send_timeout=node.settings.send_timeout_s
+        )
     with sub:
         answer = await _collect(sub, started, node.settings.idle_timeout_s)
         return JSONResponse(answer, headers=headers)
@@ -139,59 +143,9 @@ async def _submit(node: GatewayNode, sub: Subscription, request: ChatRequested) 
     return first
 
 
-def _frame(data: str, id: str | None = None) -> ServerSentEvent:
-    # LF framing, as OpenAI sends it (sse-starlette defaults to CRLF per event).
-    return ServerSentEvent(data, id=id, sep="\n")
-
-
 async def _next(sub: Subscription, idle_timeout_s: float) -> Any:
     async with asyncio.timeout(idle_timeout_s):
         return await sub.next()
-
-
-async def _sse_frames(
-    sub: Subscription,
-    started: Started,
-    fmt: ChunkFormatter,
-    include_usage: bool,
-    idle_timeout_s: float,
-) -> AsyncIterator[ServerSentEvent | str]:
-    with sub:
-        yield _frame(fmt.role(), id=str(started.seq))
-        while True:
-            try:
-                event = await _next(sub, idle_timeout_s)
-            except TimeoutError:
-                yield _frame(
-                    stream_error(
-                        ErrorCode.STREAM_TIMEOUT.value, "the answer stalled; resume or retry"
-                    )
-                )
-                return
-            except SubscriberDropped:
-                yield _frame(
-                    stream_error("slow_consumer", "client too slow; resume from the last id")
-                )
-                return
-            if event is None:
-                return
-            if event.type == "delta":
-                yield _frame(fmt.content(event.content), id=str(event.seq))
-            elif isinstance(event, Started):
-                # A retry or fallback before any text: later chunks name the model that answers.
-                fmt = ChunkFormatter(sub.request_id, event.created, event.model, include_usage)
-            elif isinstance(event, Completed):
-                # One event, two frames: the id goes on the last so resume never splits them.
-                if include_usage:
-                    yield _frame(fmt.finish(event.finish_reason))
-                    yield _frame(fmt.usage(event.usage), id=str(event.seq))
-                else:
-                    yield _frame(fmt.finish(event.finish_reason), id=str(event.seq))
-                yield _frame("[DONE]")
-                return
-            elif isinstance(event, Failed):
-                yield _frame(stream_error(event.code.value, event.message), id=str(event.seq))
-                return
 
 
 async def _collect(sub: Subscription, started: Started, idle_timeout_s: float) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from contracts import (
     TOPICS,
     CancelRequested,
     ChatRequested,
+    ClientAttached,
+    ClientDetached,
     Completed,
     DeadLetter,
     Delta,
@@ -69,6 +71,8 @@ def _other_events() -> list[Event]:
             reply_partition=2,
         ),
         CancelRequested(request_id=REQUEST_ID, reason="disconnect_grace"),
+        ClientAttached(request_id=REQUEST_ID),
+        ClientDetached(request_id=REQUEST_ID, grace_s=30.0),
         UsageRecorded(
             request_id=REQUEST_ID,
             attempt="a1",
@@ -146,6 +150,8 @@ class TestJsonRoundTrip:
             "Failed": "failed",
             "ChatRequested": "chat_requested",
             "CancelRequested": "cancel_requested",
+            "ClientAttached": "client_attached",
+            "ClientDetached": "client_detached",
             "UsageRecorded": "usage_recorded",
             "DeadLetter": "dead_letter",
         }

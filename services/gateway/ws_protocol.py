@@ -1,0 +1,212 @@
+"""The JSON messages of `WS /v1/ws`: client messages parsed without raising, server frames.
+
+Pure functions and models, no I/O: `parse_client_message` turns any text into either a
+validated message or a `WsError` to send back; the frame builders render what the server says.
+"""
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from contracts import ErrorCode, StreamEvent
+from services.gateway.errors import _param
+from services.gateway.openai_wire import ChatCompletionRequest
+
+ClientId = Annotated[StrictStr, Field(max_length=128)] | StrictInt | None
+RequestId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+# Keys of a `chat` message that are not part of the chat-completions body.
+_ENVELOPE = frozenset({"type", "id", "deadline_s"})
+# Body keys the socket decides itself: a WebSocket answer is always streamed.
+_IGNORED = frozenset({"stream"})
+# Event fields that say nothing to a client (delivery bookkeeping, SSE rendering hints).
+_INTERNAL = frozenset(
+    {"schema_version", "event_id", "ts", "attempt", "include_usage", "role", "created"}
+)
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: ClientId = Field(default=None, description="Client's id, echoed in the reply")
+
+
+class AuthMessage(_Message):
+    type: Literal["auth"]
+    api_key: StrictStr = Field(max_length=512)
+
+
+class ChatMessage(_Message):
+    """The chat-completions body, flat, next to `type` and `id`."""
+
+    type: Literal["chat"]
+    deadline_s: float | None = Field(default=None, gt=0, le=86_400)
+    body: ChatCompletionRequest
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_body(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        body = {k: v for k, v in data.items() if k not in _ENVELOPE and k not in _IGNORED}
+        return {**{k: v for k, v in data.items() if k in _ENVELOPE}, "body": body}
+
+
+class CancelMessage(_Message):
+    type: Literal["cancel"]
+    request_id: RequestId
+
+
+class ResumeMessage(_Message):
+    type: Literal["resume"]
+    request_id: RequestId
+    last_seq: StrictInt = Field(default=-1, ge=-1, description="Last seq the client has")
+
+
+class PingMessage(_Message):
+    type: Literal["ping"]
+
+
+ClientMessage = Annotated[
+    AuthMessage | ChatMessage | CancelMessage | ResumeMessage | PingMessage,
+    Field(discriminator="type"),
+]
+CLIENT_MESSAGE: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+class WsError(BaseModel):
+    """An `error` frame; the socket stays open after it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    id: ClientId = None
+    request_id: str | None = None
+    param: str | None = None
+    retryable: bool = False
+    last_seq: int | None = None
+
+    def frame(self) -> str:
+        return _encode({"type": "error", **self.model_dump(exclude_none=True)})
+
+
+def parse_client_message(raw: str | bytes) -> ClientMessage | WsError:
+    """A validated client message, or the error to answer it with. Never raises."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return WsError(code="invalid_json", message="We could not parse the JSON message.")
+    if not isinstance(data, dict):
+        return WsError(code="invalid_json", message="A message must be a JSON object.")
+    client_id = _client_id(data.get("id"))
+    try:
+        return CLIENT_MESSAGE.validate_python(data)
+    except ValidationError as exc:
+        return _invalid(exc, client_id)
+
+
+def _client_id(value: Any) -> str | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and len(value) <= 128):
+        return value
+    return None
+
+
+def _invalid(exc: ValidationError, client_id: str | int | None) -> WsError:
+    first = exc.errors()[0]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        return WsError(
+            code="unknown_type",
+            message="Unknown message type; expected one of: auth, chat, cancel, resume, ping.",
+            id=client_id,
+            param="type",
+        )
+    # loc = (type tag, field, ...); a chat body's fields sit under "body", cut by _param.
+    param = _param(tuple(first["loc"])[1:])
+    return WsError(
+        code="invalid_value",
+        message=f"Invalid value for '{param or 'message'}': {first['msg']}",
+        id=client_id,
+        param=param,
+    )
+
+
+def event_frame(event: StreamEvent) -> str:
+    """A stream event as the client sees it; deltas are built by hand (once per token)."""
+    if event.type == "delta":
+        return (
+            f'{{"type":"delta","request_id":{_encode(event.request_id)},'
+            f'"seq":{event.seq},"content":{_encode(event.content)}}}'
+        )
+    return _encode(event.model_dump(mode="json", exclude=_INTERNAL))
+
+
+def error_frame(code: str, message: str, **fields: Any) -> str:
+    return WsError(code=code, message=message, **fields).frame()
+
+
+def reply(type_: str, **fields: Any) -> str:
+    """`ack`, `pong`, `heartbeat`: the fields given, None values left out."""
+    return _encode({"type": type_, **{k: v for k, v in fields.items() if v is not None}})
+
+
+# The errors the socket sends besides bad messages; each says whether retrying may help.
+def not_found(client_id: ClientId, request_id: str) -> str:
+    message = f"No stream with id '{request_id}'."
+    return error_frame(
+        "stream_not_found", message, id=client_id, request_id=request_id, param="request_id"
+    )
+
+
+def unauthenticated(client_id: ClientId) -> str:
+    message = 'Authenticate first: send {"type": "auth", "api_key": "<key>"}.'
+    return error_frame("invalid_api_key", message, id=client_id)
+
+
+def unavailable(client_id: ClientId, request_id: str | None = None) -> str:
+    message = "The request queue is unavailable; try again."
+    return error_frame(
+        "service_unavailable", message, id=client_id, request_id=request_id, retryable=True
+    )
+
+
+def already_streaming(client_id: ClientId, request_id: str) -> str:
+    message = "This socket already receives that stream."
+    return error_frame("already_streaming", message, id=client_id, request_id=request_id)
+
+
+def no_worker(request_id: str) -> str:
+    message = "No inference worker took the request in time; try again."
+    return error_frame(ErrorCode.OVERLOADED.value, message, request_id=request_id, retryable=True)
+
+
+def stalled(request_id: str, last_seq: int) -> str:
+    message = "The answer stalled; resume from last_seq or retry."
+    return error_frame(
+        ErrorCode.STREAM_TIMEOUT.value,
+        message,
+        request_id=request_id,
+        retryable=True,
+        last_seq=last_seq,
+    )
+
+
+def slow_consumer(request_id: str, last_seq: int) -> str:
+    message = "Client too slow; resume from last_seq."
+    return error_frame(
+        "slow_consumer", message, request_id=request_id, retryable=True, last_seq=last_seq
+    )

@@ -1,0 +1,303 @@
+"""WS /v1/ws end to end: chats, resume across gateway nodes, cancel, bad messages, auth."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from contracts import TOPICS
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from tests.e2e.helpers import eventually, llmsim_stats, stream_text
+from tests.e2e.usage import usage_of
+from tests.fakes import serve
+from tests.system import System
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+HEARTBEAT_S = 0.5
+QUESTION = [{"role": "user", "content": "What is a WebSocket, in one sentence?"}]
+
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
+    """Two gateway nodes (reply partitions 0,2 and 1,3) and one worker."""
+    sys_ = System(
+        kafka_bootstrap,
+        f"w{uuid.uuid4().hex[:8]}.",
+        logs_dir,
+        llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "20", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "100"},
+        gateway_env={"TOKENBUS_WS_HEARTBEAT_S": str(HEARTBEAT_S)},
+    )
+    sys_.start(workers=1, gateways=2)
+    yield sys_
+    sys_.stop()
+
+
+def ws_url(base: str) -> str:
+    return "ws" + base.removeprefix("http") + "/v1/ws"
+
+
+@pytest.fixture
+async def ws(system: System) -> AsyncIterator[ClientConnection]:
+    async with connect(ws_url(system.gateways[0].url)) as conn:
+        yield conn
+
+
+async def recv(conn: ClientConnection, within: float = 30.0) -> dict[str, Any]:
+    """The next frame that is not a heartbeat."""
+    async with asyncio.timeout(within):
+        while (frame := json.loads(await conn.recv()))["type"] == "heartbeat":
+            pass
+    return frame  # type: ignore[no-any-return]
+
+
+async def send(conn: ClientConnection, **message: Any) -> None:
+    await conn.send(json.dumps(message))
+
+
+async def chat(conn: ClientConnection, id: str, messages: Any, **params: Any) -> str:
+    """Send a chat; return its request id from the ack (the first frame after it)."""
+    await send(
+        conn, type="chat", id=id, model=params.pop("model", "auto"), messages=messages, **params
+    )
+    ack = await recv(conn)
+    assert ack == {"type": "ack", "action": "chat", "id": id, "request_id": ack["request_id"]}
+    assert ack["request_id"].startswith("chatcmpl-")
+    return ack["request_id"]  # type: ignore[no-any-return]
+
+
+async def until_end(conn: ClientConnection, request_id: str) -> list[dict[str, Any]]:
+    events = []
+    while True:
+        frame = await recv(conn)
+        assert frame["request_id"] == request_id, frame
+        events.append(frame)
+        if frame["type"] in ("completed", "failed", "error"):
+            return events
+
+
+def text_of(events: list[dict[str, Any]]) -> str:
+    return "".join(e["content"] for e in events if e["type"] == "delta")
+
+
+def check_stream(events: list[dict[str, Any]], request_id: str, tokens: int) -> None:
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert [e["type"] for e in events] == ["started"] + ["delta"] * tokens + ["completed"]
+    assert all(e["request_id"] == request_id for e in events)
+    started, completed = events[0], events[-1]
+    assert started["tier"] in ("small", "large") and started["model"].startswith("llmsim")
+    assert set(events[1]) == {"type", "request_id", "seq", "content"}
+    assert completed["finish_reason"] == "length"
+    assert completed["usage"]["completion_tokens"] == tokens
+
+
+async def resume(conn: ClientConnection, request_id: str, last_seq: int) -> list[dict[str, Any]]:
+    await send(conn, type="resume", id="r", request_id=request_id, last_seq=last_seq)
+    ack = await recv(conn)
+    assert ack == {"type": "ack", "action": "resume", "id": "r", "request_id": request_id}
+    return await until_end(conn, request_id)
+
+
+class TestChat:
+    async def test_ack_then_started_deltas_completed_with_llmsim_text(
+        self, system: System, ws: ClientConnection
+    ):
+        request_id = await chat(ws, "c1", QUESTION, max_tokens=20, stream=False)
+        events = await until_end(ws, request_id)
+        check_stream(events, request_id, 20)
+        direct, _, _ = await stream_text(system.llmsim_url, QUESTION, model="x", max_tokens=20)
+        assert text_of(events) == direct
+
+    async def test_two_chats_on_one_socket_interleave_and_both_complete(
+        self, system: System, ws: ClientConnection
+    ):
+        prompts = {
+            "a": [{"role": "user", "content": "Tell me about partitions."}],
+            "b": [{"role": "user", "content": "Tell me about consumer groups."}],
+        }
+        for id_, messages in prompts.items():
+            await send(ws, type="chat", id=id_, model="small", messages=messages, max_tokens=40)
+        ids: dict[str, str] = {}
+        frames: list[dict[str, Any]] = []
+        while len([f for f in frames if f["type"] == "completed"]) < 2:
+            frame = await recv(ws)
+            if frame["type"] == "ack":
+                ids[frame["id"]] = frame["request_id"]
+            else:
+                assert frame["request_id"] in ids.values(), "events come after their ack"
+                frames.append(frame)
+        owners = [f["request_id"] for f in frames]
+        # Interleaved: the second answer began before the first one ended.
+        assert owners.index(ids["b"]) < len(owners) - 1 - owners[::-1].index(ids["a"])
+        for id_, messages in prompts.items():
+            events = [f for f in frames if f["request_id"] == ids[id_]]
+            check_stream(events, ids[id_], 40)
+            direct, _, _ = await stream_text(system.llmsim_url, messages, model="x", max_tokens=40)
+            assert text_of(events) == direct
+
+    async def test_ping_pong_and_heartbeat_when_idle(self, ws: ClientConnection):
+        await send(ws, type="ping", id=9)
+        assert await recv(ws) == {"type": "pong", "id": 9}
+        async with asyncio.timeout(HEARTBEAT_S * 4):
+            assert json.loads(await ws.recv()) == {"type": "heartbeat"}
+
+
+TOKENS = 60
+
+
+class TestResumeAcrossNodes:
+    @pytest.mark.parametrize("where", ["start", "middle", "end"])
+    async def test_resume_on_the_other_node_continues_exactly(self, system: System, where: str):
+        # k = the last seq the client got: `started`, half the answer, or the last delta.
+        k = {"start": 0, "middle": TOKENS // 2, "end": TOKENS}[where]
+        messages = [{"role": "user", "content": f"Resume me at {where}."}]
+        async with connect(ws_url(system.gateways[0].url)) as first:
+            request_id = await chat(first, "c", messages, model="small", max_tokens=TOKENS)
+            before = []
+            while not before or before[-1]["seq"] < k:
+                before.append(await recv(first))
+        assert before[-1]["seq"] == k  # the socket closed before `completed`
+        async with connect(ws_url(system.gateways[1].url)) as second:
+            after = await resume(second, request_id, k)
+            assert after[0]["seq"] == k + 1
+            whole = await resume(second, request_id, -1)
+        assert before + after == whole
+        check_stream(whole, request_id, TOKENS)
+        direct, _, _ = await stream_text(system.llmsim_url, messages, model="x", max_tokens=TOKENS)
+        assert text_of(whole) == direct
+
+    async def test_resume_of_an_unknown_stream_is_an_error(self, ws: ClientConnection):
+        unknown = "chatcmpl-1-0-0123456789abcdef"  # a well-formed id from 1970: no events
+        await send(ws, type="resume", id="r", request_id=unknown, last_seq=-1)
+        error = await recv(ws)
+        assert (error["type"], error["code"], error["id"]) == ("error", "stream_not_found", "r")
+        assert error["request_id"] == unknown
+
+
+class TestCancel:
+    async def test_cancel_stops_the_backend_and_ends_with_cancelled_usage(
+        self, system: System, ws: ClientConnection
+    ):
+        async def idle() -> bool:
+            return (await llmsim_stats(system.llmsim_url))["open_streams"] == 0
+
+        await eventually(idle, within=10)  # earlier tests' streams are over
+        request_id = await chat(ws, "long", QUESTION, model="small", max_tokens=400)
+        events = []
+        while len([e for e in events if e["type"] == "delta"]) < 3:
+            events.append(await recv(ws))
+        await send(ws, type="cancel", id="x", request_id=request_id)
+        while (frame := await recv(ws))["type"] != "ack":
+            events.append(frame)
+        assert frame == {"type": "ack", "action": "cancel", "id": "x", "request_id": request_id}
+        await eventually(idle, within=1.0)
+        events += await until_end(ws, request_id)
+        completed = events[-1]
+        assert completed["type"] == "completed" and completed["finish_reason"] == "cancelled"
+        assert [e["seq"] for e in events] == list(range(len(events)))
+        usage = await usage_of(
+            system.bootstrap, TOPICS.with_prefix(system.prefix).usage.name, request_id
+        )
+        assert usage.status == "cancelled" and usage.finish_reason == "cancelled"
+        assert 0 < usage.usage.completion_tokens < 400
+
+    async def test_cancel_of_an_unknown_id_is_an_error(self, ws: ClientConnection):
+        await send(ws, type="cancel", request_id="not-ours")
+        error = await recv(ws)
+        assert (error["code"], error["request_id"], error["param"]) == (
+            "stream_not_found",
+            "not-ours",
+            "request_id",
+        )
+
+
+class TestBadMessages:
+    async def test_each_gets_an_error_and_the_socket_still_chats(
+        self, system: System, ws: ClientConnection
+    ):
+        bad: list[tuple[str | bytes, str, str | None]] = [
+            ("{not json", "invalid_json", None),
+            (b"\xff\xfe", "invalid_json", None),
+            ("[1, 2]", "invalid_json", None),
+            ('{"type": "subscribe"}', "unknown_type", "type"),
+            ('{"id": "q"}', "unknown_type", "type"),
+            (
+                json.dumps({"type": "chat", "id": "c", "model": "auto", "messages": []}),
+                "invalid_value",
+                "messages",
+            ),
+            (
+                json.dumps(
+                    {
+                        "type": "chat",
+                        "model": "auto",
+                        "messages": [{"role": "robot", "content": "x"}],
+                    }
+                ),
+                "invalid_value",
+                "messages.0.role",
+            ),
+            (
+                json.dumps({"type": "resume", "request_id": "x", "last_seq": -5}),
+                "invalid_value",
+                "last_seq",
+            ),
+        ]
+        for raw, code, param in bad:
+            await ws.send(raw)
+            error = await recv(ws)
+            assert error["type"] == "error" and error["code"] == code, (raw, error)
+            assert error.get("param") == param and error["message"]
+        request_id = await chat(ws, "ok", QUESTION, max_tokens=5)
+        events = await until_end(ws, request_id)
+        check_stream(events, request_id, 5)
+
+
+def keyed_gateway(system: System) -> AbstractAsyncContextManager[str]:
+    settings = GatewaySettings(
+        bootstrap_servers=system.bootstrap,
+        models="sim",
+        llmsim_url=f"{system.llmsim_url}/v1",
+        api_keys={"sk-ws-a": "tenant-a"},
+    )
+    return serve(create_app(settings))  # lifespan off: no Kafka needed to authenticate
+
+
+class TestAuth:
+    async def test_key_as_subprotocol_is_echoed(self, system: System):
+        async with (
+            keyed_gateway(system) as url,
+            connect(ws_url(url), subprotocols=["bearer.sk-ws-a"]) as conn,  # type: ignore[list-item]
+        ):
+            assert conn.subprotocol == "bearer.sk-ws-a"
+            await send(conn, type="ping")
+            assert await recv(conn) == {"type": "pong"}
+
+    async def test_a_wrong_key_in_the_handshake_is_refused(self, system: System):
+        async with keyed_gateway(system) as url:
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(ws_url(url), subprotocols=["bearer.nope"]):  # type: ignore[list-item]
+                    pass
+            assert refused.value.response.status_code == 401
+            with pytest.raises(InvalidStatus):
+                async with connect(ws_url(url), additional_headers={"authorization": "Bearer x"}):
+                    pass
+
+    async def test_key_as_first_message(self, system: System):
+        async with keyed_gateway(system) as url, connect(ws_url(url)) as conn:
+            await send(conn, type="cancel", id=1, request_id="chatcmpl-1-0-0123456789abcdef")
+            assert (await recv(conn))["code"] == "invalid_api_key"
+            await send(conn, type="auth", api_key="sk-wrong")
+            assert (await recv(conn))["code"] == "invalid_api_key"
+            await send(conn, type="auth", id="a", api_key="sk-ws-a")
+            assert await recv(conn) == {"type": "ack", "action": "auth", "id": "a"}
+            await send(conn, type="resume", request_id="bad-id")
+            assert (await recv(conn))["code"] == "stream_not_found"  # now past auth
