@@ -63,7 +63,8 @@ class Session:
         self._ws, self._node, self._tenant = ws, node, tenant
         self._settings = node.settings
         self._lock = asyncio.Lock()
-        self._feeds: dict[str, asyncio.Task[None]] = {}
+        self._feeds: set[asyncio.Task[None]] = set()
+        self._streaming: set[str] = set()  # request ids whose events this socket gets now
         self._gone = asyncio.Event()
         self._last_sent = time.monotonic()
 
@@ -75,7 +76,7 @@ class Session:
             await asyncio.wait({reader, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Each feed cancelled before its stream ended tells the workers its client left.
-            tasks = [reader, gone, beat, *self._feeds.values()]
+            tasks = [reader, gone, beat, *self._feeds]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -158,11 +159,12 @@ class Session:
 
     def _spawn(self, request_id: str, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
-        self._feeds[request_id] = task
+        self._feeds.add(task)
+        self._streaming.add(request_id)
         task.add_done_callback(functools.partial(self._feed_done, request_id))
 
     def _feed_done(self, request_id: str, task: asyncio.Task[None]) -> None:
-        self._feeds.pop(request_id, None)
+        self._feeds.discard(task)
         if not task.cancelled() and not isinstance(task.exception(), _Gone | None):
             log.error("ws_feed_failed", request_id=request_id, error=repr(task.exception()))
 
@@ -201,11 +203,14 @@ class Session:
                     log.error("publish_failed", error=type(exc).__name__)
                     await self._send(wire.unavailable(msg.id))
                     return
-                log.info("request_published", tenant=request.tenant_id, model=request.model)
+                log.info(
+                    "request_published", tenant=request.tenant_id, model=request.model, via="ws"
+                )
                 await self._send(reply("ack", action="chat", id=msg.id, request_id=request_id))
                 first_s = self._settings.first_event_timeout_s
                 finished = await self._pump(sub, -1, no_worker_s=first_s)
         finally:
+            self._streaming.discard(request_id)
             if not finished:
                 self._node.detach(request_id)
 
@@ -225,7 +230,7 @@ class Session:
         ref = self._known(msg.request_id)
         if ref is None:
             await self._send(wire.not_found(msg.id, msg.request_id))
-        elif msg.request_id in self._feeds:
+        elif msg.request_id in self._streaming:
             await self._send(wire.already_streaming(msg.id, msg.request_id))
         else:
             self._spawn(msg.request_id, self._watch(msg, ref))
@@ -248,6 +253,7 @@ class Session:
             await self._send(reply("ack", action="resume", id=msg.id, request_id=request_id))
             finished = await self._pump(sub, msg.last_seq)
         finally:
+            self._streaming.discard(request_id)  # at once: the client may resume it again
             await reader.stop()
             if attached and not finished:
                 self._node.detach(request_id)

@@ -1,6 +1,7 @@
 """WS /v1/ws end to end: chats, resume across gateway nodes, cancel, bad messages, auth."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from contracts import TOPICS
+from contracts import TOPICS, Completed, Delta, Started, TokenUsage
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
@@ -301,3 +302,124 @@ class TestAuth:
             assert await recv(conn) == {"type": "ack", "action": "auth", "id": "a"}
             await send(conn, type="resume", request_id="bad-id")
             assert (await recv(conn))["code"] == "stream_not_found"  # now past auth
+
+
+class RecordingPublisher:
+    """Stands in for Kafka: records what the gateway publishes; the test plays the worker."""
+
+    def __init__(self) -> None:
+        self.chats: list[Any] = []
+        self.control: list[tuple[str, str]] = []
+
+    async def chat(self, request: Any) -> None:
+        self.chats.append(request)
+
+    async def cancel(self, request_id: str, reason: str) -> None:
+        self.control.append(("cancel:" + reason, request_id))
+
+    async def attached(self, request_id: str) -> None:
+        self.control.append(("attached", request_id))
+
+    async def detached(self, request_id: str, grace_s: float) -> None:
+        self.control.append(("detached", request_id))
+
+
+@contextlib.asynccontextmanager
+async def fake_worker_gateway(
+    **settings: Any,
+) -> AsyncIterator[tuple[str, Any, RecordingPublisher]]:
+    """An in-process gateway whose hub the test feeds directly (no Kafka, no worker)."""
+    app = create_app(
+        GatewaySettings(
+            bootstrap_servers="127.0.0.1:1",
+            models="sim",
+            llmsim_url="http://127.0.0.1:1/v1",
+            **settings,
+        )
+    )
+    publisher = RecordingPublisher()
+    app.state.node.publisher = publisher
+    async with serve(app) as url:
+        yield url, app.state.node.hub, publisher
+
+
+def _started(request_id: str) -> Started:
+    return Started(request_id=request_id, seq=0, attempt="a", model="m", tier="small", created=1)
+
+
+def _delta(request_id: str, seq: int, text: str = "x") -> Delta:
+    return Delta(request_id=request_id, seq=seq, attempt="a", content=text)
+
+
+class TestSessionWithFakeWorker:
+    async def test_a_slow_request_is_dropped_alone_with_its_last_seq(self):
+        async with (
+            fake_worker_gateway(subscriber_buffer=16) as (url, hub, _),
+            connect(ws_url(url)) as conn,
+        ):
+            slow = await chat(conn, "slow", QUESTION)
+            other = await chat(conn, "other", QUESTION)
+            hub.publish(_started(other))
+            hub.publish(_started(slow))
+            for seq in range(1, 100):  # all at once: more than its buffer of 16
+                hub.publish(_delta(slow, seq))
+            frames = [await recv(conn) for _ in range(2)]
+            while frames[-1]["type"] != "error":
+                frames.append(await recv(conn))
+            error = frames[-1]
+            slow_events = [f for f in frames[:-1] if f["request_id"] == slow]
+            assert error["code"] == "slow_consumer" and error["retryable"] is True
+            assert error["request_id"] == slow and error["last_seq"] == slow_events[-1]["seq"]
+            assert [e["seq"] for e in slow_events] == list(range(len(slow_events)))
+            # The other request on the same socket goes on.
+            hub.publish(_delta(other, 1, "still here"))
+            hub.publish(
+                Completed(
+                    request_id=other, seq=2, attempt="a", finish_reason="stop", usage=TokenUsage()
+                )
+            )
+            rest = [await recv(conn) for _ in range(2)]
+            assert [(f["request_id"], f["type"]) for f in rest] == [
+                (other, "delta"),
+                (other, "completed"),
+            ]
+
+    async def test_closing_the_socket_detaches_unfinished_requests_only(self):
+        async with fake_worker_gateway() as (url, hub, publisher):
+            async with connect(ws_url(url)) as conn:
+                done = await chat(conn, "done", QUESTION)
+                open_ = await chat(conn, "open", QUESTION)
+                for request_id in (done, open_):
+                    hub.publish(_started(request_id))
+                hub.publish(
+                    Completed(
+                        request_id=done,
+                        seq=1,
+                        attempt="a",
+                        finish_reason="stop",
+                        usage=TokenUsage(),
+                    )
+                )
+                seen = {(f["request_id"], f["type"]) for f in [await recv(conn) for _ in range(3)]}
+                assert (done, "completed") in seen and (open_, "started") in seen
+
+            async def detached() -> bool:
+                return ("detached", open_) in publisher.control
+
+            await eventually(detached, within=5)
+            assert ("detached", done) not in publisher.control
+            assert not hub.is_watched(open_) and not hub.is_watched(done)
+
+    async def test_no_worker_in_time_withdraws_the_request(self):
+        async with (
+            fake_worker_gateway(first_event_timeout_s=0.2) as (url, _, publisher),
+            connect(ws_url(url)) as conn,
+        ):
+            request_id = await chat(conn, "c", QUESTION)
+            error = await recv(conn, within=5)
+            assert (error["code"], error["request_id"], error["retryable"]) == (
+                "overloaded",
+                request_id,
+                True,
+            )
+            assert ("cancel:no_worker", request_id) in publisher.control
