@@ -1,6 +1,9 @@
 """Stream events a worker publishes per request: started, delta..., completed | failed."""
 
+import json
+from datetime import UTC, datetime
 from typing import Annotated, Literal
+from uuid import uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -39,8 +42,9 @@ class Started(_StreamEventBase):
     retry_reason: str | None = Field(default=None, description="Error code of the previous try")
     created: int = Field(description="Unix time of the generation, as in OpenAI's `created`")
     include_usage: bool = Field(
-        default=False, description="Echo of the request's include_usage, so any node can "
-        "render a resumed stream exactly as the original"
+        default=False,
+        description="Echo of the request's include_usage, so any node can "
+        "render a resumed stream exactly as the original",
     )
 
 
@@ -68,6 +72,29 @@ class Failed(_StreamEventBase):
     message: str = Field(description="Human-readable reason; never contains secrets")
     retryable: bool = Field(description="Whether sending the request again may succeed")
     usage: TokenUsage | None = Field(default=None, description="Partial usage, if any")
+
+
+def delta_json(request_id: str, seq: int, attempt: str, content: str, first: bool) -> bytes:
+    """A `Delta` serialised without building the model: this runs once per token. It is the
+    same JSON the model gives (tests compare them); keep the two in step."""
+    return (
+        f'{{"type":"delta","schema_version":1,"event_id":"{uuid4()}",'
+        f'"request_id":{_json_str(request_id)},"ts":"{_iso_now()}","seq":{seq},'
+        f'"attempt":{_json_str(attempt)},"content":{_json_str(content)},'
+        f'"role":{_ROLE_FIRST if first else "null"}}}'
+    ).encode()
+
+
+_ROLE_FIRST = '"assistant"'
+
+
+def _json_str(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _iso_now() -> str:
+    # pydantic's form of an aware UTC datetime: ISO 8601 with a "Z" suffix.
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 StreamEvent = Annotated[Started | Delta | Completed | Failed, Field(discriminator="type")]

@@ -25,6 +25,7 @@ class System:
     gateway_env: dict[str, str] = field(default_factory=dict)
     gateways: list[ServiceProcess] = field(default_factory=list)
     workers: list[ServiceProcess] = field(default_factory=list)
+    analytics: list[ServiceProcess] = field(default_factory=list)  # stopped by their owner
 
     def _env(self) -> dict[str, str]:
         return {
@@ -32,6 +33,8 @@ class System:
             "TOKENBUS_TOPIC_PREFIX": self.prefix,
             "TOKENBUS_MODELS": self._models(),
             "TOKENBUS_LOG_FORMAT": "json",
+            # One delta per token, so tests can count frames; coalescing has its own tests.
+            "TOKENBUS_COALESCE_MS": "0",
             "TOKENBUS_LLMSIM_URL": f"{self.llmsim_url}/v1" if self.llmsim else "",
         }
 
@@ -92,6 +95,31 @@ class System:
         )
         self.gateways.append(gateway.start())
         return gateway
+
+    def start_analytics(self, database_url: str, **env: str) -> ServiceProcess:
+        """An analytics process (its own consumer group) on `database_url`, once /readyz says
+        ready. Not in `processes()`: whoever starts it stops it."""
+        port = free_port()
+        name = f"analytics-{len(self.analytics)}"
+        proc = ServiceProcess(
+            name,
+            ["analytics", "--port", str(port)],
+            port,
+            {
+                **self._env(),
+                "TOKENBUS_DATABASE_URL": database_url,
+                "TOKENBUS_GROUP_ID": f"{self.prefix}{name}",
+                **env,
+            },
+            self.logs / f"{self.prefix}{name}.log",
+        )
+        self.analytics.append(proc.start())
+        try:
+            proc.wait_ready(timeout=60)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc
 
     def start(self, workers: int = 1, gateways: int = 1) -> "System":
         """Node k of n gateways reads reply partitions k, k+n, ... of the 4."""

@@ -64,6 +64,17 @@ class Subscription:
             raise SubscriberDropped(self.request_id)
         return event
 
+    def ready(self, limit: int) -> list[StreamEvent | None]:
+        """Events already queued (at most `limit`), without waiting: lets a writer send a
+        burst in one write instead of one write per event."""
+        batch: list[StreamEvent | None] = []
+        while len(batch) < limit and not self._queue.empty():
+            event = self._queue.get_nowait()
+            batch.append(event)
+            if event is None:
+                break
+        return batch
+
     async def events(self) -> AsyncIterator[StreamEvent]:
         while (event := await self.next()) is not None:
             yield event

@@ -5,7 +5,11 @@ from collections.abc import Awaitable, Callable
 
 
 class Coalescer:
-    """Buffers text for at most `window_s` after its first token, then emits it as one piece."""
+    """Buffers text for at most `window_s` after its first token, then emits it as one piece.
+
+    The very first token goes out at once: coalescing trades inter-token latency for broker
+    load, and must never cost time to first token.
+    """
 
     def __init__(self, window_s: float, emit: Callable[[str], Awaitable[None]]) -> None:
         self._window = window_s
@@ -13,9 +17,11 @@ class Coalescer:
         self._buffer: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
+        self._first = True
 
     async def add(self, text: str) -> None:
-        if self._window <= 0:
+        if self._window <= 0 or self._first:
+            self._first = False
             await self._emit(text)
             return
         self._buffer.append(text)

@@ -4,7 +4,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from contracts import ChatRequested, Completed, Delta, Failed, Started
+from contracts import ChatRequested, Completed, Failed, Started
+from contracts.stream import delta_json
 
 # (topic, value, key, partition, headers) -> delivery future
 SendFn = Callable[
@@ -43,7 +44,10 @@ class ReplyStream:
         await self._emit(Started, fields)
 
     async def delta(self, content: str, first: bool) -> None:
-        await self._emit(Delta, {"content": content, "role": "assistant" if first else None})
+        async with self._lock:
+            value = delta_json(self._request_id, self._seq, self._attempt, content, first)
+            self._seq += 1
+            await self._send_value(value)
 
     async def completed(self, **fields: Any) -> None:
         await self._emit(Completed, fields)
@@ -57,17 +61,15 @@ class ReplyStream:
                 request_id=self._request_id, seq=self._seq, attempt=self._attempt, **fields
             )
             self._seq += 1
-            future = await self._send(
-                self._topic,
-                event.model_dump_json().encode(),
-                self._key,
-                self._partition,
-                self._headers,
-            )
-            self._pending.append(future)
-            # Drop delivered futures so a long answer does not hold thousands of them.
-            if len(self._pending) > 64:
-                self._pending = [f for f in self._pending if not f.done() or f.exception()]
+            await self._send_value(event.model_dump_json().encode())
+
+    async def _send_value(self, value: bytes) -> None:
+        """Send one serialised event; the caller holds the lock, so seq order = log order."""
+        future = await self._send(self._topic, value, self._key, self._partition, self._headers)
+        self._pending.append(future)
+        # Drop delivered futures so a long answer does not hold thousands of them.
+        if len(self._pending) > 64:
+            self._pending = [f for f in self._pending if not f.done() or f.exception()]
 
     async def close(self) -> None:
         """Raise if any event of this attempt failed to reach the broker."""

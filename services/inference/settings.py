@@ -22,7 +22,10 @@ class InferenceSettings(
         default=256, ge=1, description="Generations one worker runs at once; full = stop fetching"
     )
     coalesce_ms: float = Field(
-        default=0.0, ge=0, description="Merge tokens into one delta per window (0 = one per token)"
+        default=10.0,
+        ge=0,
+        description="Merge tokens into one delta per window (0 = one per token); the first token"
+        " is never held back",
     )
     stale_after_s: float = Field(
         default=300.0, gt=0, description="A request older than this is failed, not generated"

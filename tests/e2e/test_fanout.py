@@ -216,9 +216,9 @@ class TestWatchers:
     async def test_watchers_see_identical_streams_and_a_stalled_one_is_dropped_alone(
         self, system: System
     ):
-        # Enough bytes to fill a stalled client's socket buffers (~2.3 MB on loopback here),
-        # the server's write buffer, and then the watcher's own buffer.
-        tokens = 16_000
+        # Enough bytes (~6.5 MB) to fill a stalled client's socket buffers (the server's send
+        # buffer grows to 4 MB on loopback), the server's write buffer, then the watcher's own.
+        tokens = 24_000
         async with (
             httpx.AsyncClient(timeout=60) as client,
             client.stream(

@@ -234,8 +234,12 @@ class TestLimits:
         # Each request holds its slot for at least 300 ms, so 12 of them must queue for 3
         # slots: the peak shows the limit both binding and holding, even on a busy machine.
         bodies = [
-            {"model": "small", "messages": _msgs(f"c{i}"), "max_tokens": 30,
-             **_fault("slow_first_token:300")}
+            {
+                "model": "small",
+                "messages": _msgs(f"c{i}"),
+                "max_tokens": 30,
+                **_fault("slow_first_token:300"),
+            }
             for i in range(12)
         ]
         results = await asyncio.gather(*(_post(system, b) for b in bodies))

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from contracts import RequestRef, parse_request_id
 from services.fanout.history import HistoryReader
@@ -80,9 +80,7 @@ async def watch_stream(
     )
 
 
-async def _stopping(
-    frames: AsyncIterator[ServerSentEvent], reader: HistoryReader
-) -> AsyncIterator[ServerSentEvent]:
+async def _stopping(frames: AsyncIterator[bytes], reader: HistoryReader) -> AsyncIterator[bytes]:
     try:
         async for f in frames:
             yield f

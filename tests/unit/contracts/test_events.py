@@ -30,6 +30,7 @@ from contracts import (
     new_request_id,
     parse_request_id,
 )
+from contracts.stream import delta_json
 
 SCHEMAS = Path(__file__).parent / "schemas"
 REQUEST_ID = "chatcmpl-18bcfe56800-2-0123456789abcdef"
@@ -287,6 +288,7 @@ class TestTopics:
             "llm.control": "request_id",
             "llm.usage": "tenant_id",
             "llm.requests.dlq": "request_id",
+            "llm.usage.dlq": "tenant_id",
         }
 
     def test_every_topic_has_partitions(self) -> None:
@@ -373,3 +375,24 @@ class TestSchemaSnapshots:
     def test_no_snapshot_without_an_event(self) -> None:
         names = {path.stem for path in SCHEMAS.glob("*.json")}
         assert names == {c.__name__ for c in EVENT_CLASSES}
+
+
+class TestDeltaFastPath:
+    """`delta_json` skips the model on the per-token path; it must say what the model says."""
+
+    @pytest.mark.parametrize("content", ["plain", ' "quoted" \\ back\nslash', "日本語 ü 🙂", ""])
+    @pytest.mark.parametrize("first", [True, False])
+    def test_it_decodes_to_the_same_delta_the_model_would_make(self, content: str, first: bool):
+        raw = delta_json(REQUEST_ID, 7, "att-1", content, first)
+        event = STREAM_EVENT.validate_json(raw)
+        expected = Delta(
+            request_id=REQUEST_ID,
+            seq=7,
+            attempt="att-1",
+            content=content,
+            role="assistant" if first else None,
+            event_id=event.event_id,
+            ts=event.ts,
+        )
+        assert event == expected
+        assert json.loads(raw) == json.loads(expected.model_dump_json())

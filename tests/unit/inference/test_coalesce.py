@@ -44,10 +44,35 @@ class TestNoWindow:
         assert rec.pieces == ["a"]
 
 
+FIRST = "<first>"
+
+
+async def _past_first(emit) -> Coalescer:  # type: ignore[no-untyped-def]
+    """A coalescer whose first token (always sent at once) is out, so windows apply."""
+    coalescer = Coalescer(WINDOW, emit)
+    await coalescer.add(FIRST)
+    if isinstance(emit, Recorder):
+        emit.pieces.clear()
+        await emit.next_emit()
+    return coalescer
+
+
+class TestFirstToken:
+    async def test_the_first_token_is_never_held_back(self) -> None:
+        rec = Recorder()
+        coalescer = Coalescer(WINDOW, rec)
+        await coalescer.add("Hi")
+        assert rec.pieces == ["Hi"]  # at once, not after the window
+        await coalescer.add(" there")
+        assert rec.pieces == ["Hi"]  # later tokens wait for their window
+        await coalescer.flush()
+        assert rec.pieces == ["Hi", " there"]
+
+
 class TestWindow:
     async def test_tokens_within_the_window_become_one_emit(self) -> None:
         rec = Recorder()
-        coalescer = Coalescer(WINDOW, rec)
+        coalescer = await _past_first(rec)
         for token in ["The", " quick", " fox"]:
             await coalescer.add(token)
         assert rec.pieces == []  # held until the window ends
@@ -56,7 +81,7 @@ class TestWindow:
 
     async def test_flush_emits_the_rest_at_once(self) -> None:
         rec = Recorder()
-        coalescer = Coalescer(WINDOW, rec)
+        coalescer = await _past_first(rec)
         await coalescer.add("x")
         await coalescer.add("y")
         await coalescer.flush()
@@ -64,7 +89,7 @@ class TestWindow:
 
     async def test_flush_cancels_the_pending_timer(self) -> None:
         rec = Recorder()
-        coalescer = Coalescer(WINDOW, rec)
+        coalescer = await _past_first(rec)
         await coalescer.add("x")
         await coalescer.flush()
         await rec.next_emit()  # the flush's own emit
@@ -74,7 +99,7 @@ class TestWindow:
 
     async def test_flush_with_nothing_buffered_emits_nothing(self) -> None:
         rec = Recorder()
-        coalescer = Coalescer(WINDOW, rec)
+        coalescer = await _past_first(rec)
         await coalescer.add("a")
         await rec.next_emit()
         await coalescer.flush()
@@ -82,7 +107,7 @@ class TestWindow:
 
     async def test_later_windows_start_with_their_first_token(self) -> None:
         rec = Recorder()
-        coalescer = Coalescer(WINDOW, rec)
+        coalescer = await _past_first(rec)
         await coalescer.add("a")
         await coalescer.add("b")
         await rec.next_emit()
@@ -94,7 +119,7 @@ class TestWindow:
 
     async def test_a_long_stream_keeps_every_character_once_and_in_order(self) -> None:
         rec = Recorder()
-        coalescer = Coalescer(WINDOW, rec)
+        coalescer = await _past_first(rec)
         tokens = [f" t{i}" for i in range(60)] + ["", ' ü\n"end"']
         for i, token in enumerate(tokens):
             await coalescer.add(token)
@@ -113,6 +138,8 @@ class TestSlowEmit:
         gate, first_started, second_started = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def slow_emit(text: str) -> None:
+            if text == FIRST:
+                return
             pieces.append(text)
             if len(pieces) == 1:
                 first_started.set()
@@ -120,7 +147,7 @@ class TestSlowEmit:
             else:
                 second_started.set()
 
-        coalescer = Coalescer(WINDOW, slow_emit)
+        coalescer = await _past_first(slow_emit)
         await coalescer.add("a")
         await asyncio.wait_for(first_started.wait(), WAIT)
         await coalescer.add("b")
@@ -135,13 +162,15 @@ class TestSlowEmit:
         pieces: list[str] = []
 
         async def emit(text: str) -> None:
+            if text == FIRST:
+                return
             pieces.append(text)
             if len(pieces) == 1:
                 failing.set()
                 await gate.wait()
                 raise ConnectionError("broker gone")
 
-        coalescer = Coalescer(WINDOW, emit)
+        coalescer = await _past_first(emit)
         await coalescer.add("a")
         await asyncio.wait_for(failing.wait(), WAIT)
         await coalescer.add("b")
