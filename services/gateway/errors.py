@@ -2,12 +2,15 @@
 
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts import ErrorCode
+
+log = structlog.get_logger("gateway")
 
 
 class ApiError(Exception):
@@ -81,6 +84,18 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"Invalid value for '{_param(tuple(first['loc'])) or 'body'}': {first['msg']}"
         err = ApiError(400, message, param=_param(tuple(first["loc"])), code="invalid_value")
         return JSONResponse(err.body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, never bad input: log it with its trace, but tell the client nothing of it.
+        log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        err = ApiError(
+            500,
+            "The server had an error processing your request.",
+            type_="api_error",
+            code=ErrorCode.INTERNAL.value,
+        )
+        return JSONResponse(err.body(), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -9,11 +9,21 @@ from services.common.settings import (
     ModelsSettings,
     TelemetrySettings,
 )
+from services.gateway.limits import InputLimits
 
 
 class GatewaySettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySettings, ModelsSettings):
     """One gateway node; each node owns the reply partitions it names."""
 
+    limits: InputLimits = Field(
+        default_factory=InputLimits,
+        description="Input limits (env: TOKENBUS_LIMITS__MAX_MESSAGES=100, ...)",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (the web chat is same-origin)",
+        examples=[["https://chat.example.com"]],
+    )
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port", examples=[8080])
     reply_partitions: list[int] = Field(
         default=[0],

@@ -31,6 +31,8 @@ from services.fanout.history import HistoryReader
 from services.fanout.hub import SubscriberDropped, Subscription
 from services.gateway import ws_protocol as wire
 from services.gateway.auth import DEV_TENANT
+from services.gateway.errors import ApiError
+from services.gateway.limits import check_input
 from services.gateway.node import GatewayNode
 from services.gateway.ws_protocol import (
     AuthMessage,
@@ -113,7 +115,7 @@ class Session:
                 case _ if self._tenant is None:
                     await self._send(wire.unauthenticated(msg.id))
                 case ChatMessage():
-                    self._start_chat(msg)
+                    await self._start_chat_checked(msg)
                 case CancelMessage():
                     await self._cancel(msg)
                 case ResumeMessage():
@@ -173,6 +175,19 @@ class Session:
         if ref is None or ref.partition >= self._settings.topics.tokens.partitions:
             return None
         return ref
+
+    async def _start_chat_checked(self, msg: ChatMessage) -> None:
+        """The same input limits as the HTTP API; a refusal is an `error`, never a close."""
+        try:
+            check_input(msg.body, self._settings.limits)
+        except ApiError as exc:
+            await self._send(
+                wire.error_frame(
+                    exc.code or "invalid_value", exc.message, param=exc.param, id=msg.id
+                )
+            )
+            return
+        self._start_chat(msg)
 
     def _start_chat(self, msg: ChatMessage) -> None:
         partition = self._node.reply_partition()

@@ -24,6 +24,7 @@ from services.common.logging import bind_request
 from services.fanout.hub import SubscriberDropped, Subscription
 from services.gateway.auth import TenantDep
 from services.gateway.errors import ApiError, error_for_code
+from services.gateway.limits import check_input
 from services.gateway.node import GatewayNode, NodeDep
 from services.gateway.openai_wire import ChatCompletionRequest, completion_body
 from services.gateway.sse import FrameRenderer, sse_frames
@@ -48,6 +49,7 @@ async def chat_completions(
     node: NodeDep,
     deadline_s: DeadlineHeader = None,
 ) -> EventSourceResponse | JSONResponse:
+    check_input(body, node.settings.limits)
     partition = node.reply_partition()
     request_id = new_request_id(partition, int(time.time() * 1000))
     request = ChatRequested(
