@@ -35,6 +35,7 @@ class Topics:
     control: Topic = Topic("llm.control", "request_id", 1, ControlEvent, retention_ms=_HOUR_MS)
     usage: Topic = Topic("llm.usage", "tenant_id", 6, UsageRecorded)
     requests_dlq: Topic = Topic("llm.requests.dlq", "request_id", 1, DeadLetter)
+    tokens_dlq: Topic = Topic("llm.tokens.dlq", "request_id", 1, DeadLetter)
     usage_dlq: Topic = Topic("llm.usage.dlq", "tenant_id", 1, DeadLetter)
 
     def with_prefix(self, prefix: str) -> "Topics":

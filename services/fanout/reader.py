@@ -2,9 +2,10 @@
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -13,14 +14,25 @@ from services.fanout.hub import Hub
 
 log = structlog.get_logger("fanout")
 
+DeadLetterFn = Callable[[ConsumerRecord[bytes, bytes], str], Awaitable[None]]
+
 
 class ReplyReader:
     """Tails this node's partitions from their end; only watched requests are decoded."""
 
     def __init__(
-        self, hub: Hub, bootstrap: str, topic: str, partitions: list[int], client_id: str
+        self,
+        hub: Hub,
+        bootstrap: str,
+        topic: str,
+        partitions: list[int],
+        client_id: str,
+        dead_letter: DeadLetterFn | None = None,
     ) -> None:
         self._hub = hub
+        # This node is the only reader of its partitions, so it is the one to dead-letter
+        # their bad records: each ends in the DLQ once.
+        self._dead_letter = dead_letter
         self._partitions = [TopicPartition(topic, p) for p in partitions]
         self._consumer_args = {
             "bootstrap_servers": bootstrap,
@@ -72,21 +84,18 @@ class ReplyReader:
                 continue
             for records in batches.values():
                 for record in records:
-                    self._dispatch(record.key, record.value)
+                    await self._dispatch(record)
             # Let the watchers' writers drain their buffers between batches.
             await asyncio.sleep(0)
 
-    def _dispatch(self, key: bytes | None, value: bytes | None) -> None:
-        if key is None or value is None or not self._hub.is_watched(key.decode(errors="replace")):
-            return
+    async def _dispatch(self, record: ConsumerRecord[bytes, bytes]) -> None:
         try:
-            event = STREAM_EVENT.validate_json(value)
+            event = STREAM_EVENT.validate_json(record.value or b"")
         except ValidationError as exc:
             self.malformed += 1
-            log.error(
-                "malformed_stream_event",
-                request_id=key.decode(errors="replace"),
-                error=str(exc)[:500],
-            )
+            log.error("malformed_stream_event", offset=record.offset, error=str(exc)[:500])
+            if self._dead_letter is not None:
+                await self._dead_letter(record, str(exc))
             return
-        self._hub.publish(event)
+        if self._hub.is_watched(event.request_id):
+            self._hub.publish(event)

@@ -2,6 +2,7 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -9,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Gauge
 
 from infra.kafka.topics import ensure_topics
+from services.common.dlq import publish_dead_letter
 from services.common.health import health_router
 from services.common.kafka import make_broker
 from services.common.models import load_models
@@ -33,12 +35,27 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     )
     topics = settings.topics
     hub = Hub(buffer=settings.subscriber_buffer)
+
+    async def dead_letter(record: Any, reason: str) -> None:
+        await publish_dead_letter(
+            broker.publish,
+            topics.tokens_dlq.name,
+            value=record.value or b"",
+            key=record.key,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            reason=reason,
+            consumer=SERVICE,
+        )
+
     reader = ReplyReader(
         hub,
         settings.bootstrap_servers,
         topics.tokens.name,
         settings.reply_partitions,
         client_id=f"tokenbus-gateway-{settings.instance}",
+        dead_letter=dead_letter,
     )
     node = GatewayNode(
         settings,
