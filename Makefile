@@ -8,7 +8,7 @@ KAFKA_DATA ?= .kafka-data
 PYTEST_ARGS ?=
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status topics run test test-unit \
-        test-kafka test-e2e asyncapi lint fmt clean
+        test-kafka test-e2e bench asyncapi lint fmt clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ test-unit: install ## Fast tests, no broker
 
 test-kafka: install kafka-jars ## Real-broker tests only
 	$(PY) pytest -m "kafka" $(PYTEST_ARGS)
+
+bench: install kafka-jars ## Benchmark: tokenbus vs direct llmsim, 1..1000 streams (< 15 min)
+	$(PY) python -m services.bench --json docs/bench/latest.json --plot docs/bench/latest.png
 
 asyncapi: install ## Regenerate docs/asyncapi.yaml from the FastStream apps
 	$(PY) faststream docs gen --factory services.asyncapi:create_app --yaml -o docs/asyncapi.yaml

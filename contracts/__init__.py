@@ -11,7 +11,7 @@ from contracts.control import (
 )
 from contracts.dead_letter import DeadLetter
 from contracts.errors import ErrorCode
-from contracts.request_id import RequestRef, new_request_id, parse_request_id
+from contracts.request_id import RequestRef, new_request_id, parse_request_id, request_belongs
 from contracts.stream import (
     STREAM_EVENT,
     TERMINAL_TYPES,
@@ -52,5 +52,6 @@ __all__ = [
     "UsageRecorded",
     "new_request_id",
     "parse_request_id",
+    "request_belongs",
     "utcnow",
 ]

@@ -1,15 +1,19 @@
-"""Request ids that say where a request's events live: reply partition and creation time.
+"""Request ids that say where a request's events live (reply partition and creation time) and
+whose they are (a keyed tag of the tenant).
 
-Any gateway node can then resume a stream from Kafka alone (`offsets_for_times`), with no
-second store.
+Any gateway node can then resume a stream from Kafka alone (`offsets_for_times`), and refuse
+another tenant's id, with no second store: `chatcmpl-<ms hex>-<partition>-<random>-<tag>`.
 """
 
+import hashlib
+import hmac
 import re
 import secrets
 import time
 from dataclasses import dataclass
 
-_PATTERN = re.compile(r"chatcmpl-([0-9a-f]{1,12})-([0-9]{1,4})-([0-9a-f]{16})")
+_PATTERN = re.compile(r"chatcmpl-([0-9a-f]{1,12})-([0-9]{1,4})-([0-9a-f]{16})-([0-9a-f]{16})")
+TAG_HEX = 16  # 64 bits: guessing another tenant's tag online is hopeless
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +27,16 @@ class RequestRef:
         return int(time.time() * 1000) - self.created_ms
 
 
-def new_request_id(partition: int, created_ms: int) -> str:
-    """`chatcmpl-<ms hex>-<partition>-<random>`; OpenAI clients see it as the completion id."""
-    return f"chatcmpl-{created_ms:x}-{partition}-{secrets.token_hex(8)}"
+def _tag(body: str, tenant: str, secret: bytes) -> str:
+    mac = hmac.new(secret, f"{tenant}\n{body}".encode(), hashlib.sha256)
+    return mac.hexdigest()[:TAG_HEX]
+
+
+def new_request_id(partition: int, created_ms: int, tenant: str, secret: bytes) -> str:
+    """`chatcmpl-<ms hex>-<partition>-<random>-<tag>`; OpenAI clients see it as the completion
+    id. The tag is HMAC-SHA256(secret, tenant + the rest of the id), cut to 64 bits."""
+    body = f"chatcmpl-{created_ms:x}-{partition}-{secrets.token_hex(8)}"
+    return f"{body}-{_tag(body, tenant, secret)}"
 
 
 def parse_request_id(request_id: str) -> RequestRef | None:
@@ -34,3 +45,11 @@ def parse_request_id(request_id: str) -> RequestRef | None:
     if match is None:
         return None
     return RequestRef(created_ms=int(match.group(1), 16), partition=int(match.group(2)))
+
+
+def request_belongs(request_id: str, tenant: str, secret: bytes) -> bool:
+    """True if `request_id` is well formed and was made for `tenant` with `secret`."""
+    if _PATTERN.fullmatch(request_id) is None:
+        return False
+    body, _, tag = request_id.rpartition("-")
+    return hmac.compare_digest(tag, _tag(body, tenant, secret))

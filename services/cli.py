@@ -1,6 +1,7 @@
 """`tokenbus <service>`: each command builds its settings, sets up logging, and runs."""
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import uvicorn
 
 from services.common.logging import configure_logging
 from services.common.telemetry import make_tracer_provider
+from services.tenants.cli import register_commands
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -74,6 +76,93 @@ def llmsim(port: PortOpt = None) -> None:
 
 
 @app.command()
+def analytics(
+    port: PortOpt = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option(
+            "--from-beginning",
+            help="Rebuild: recreate the tables and re-read llm.usage from offset 0 "
+            "(stop the group's other analytics processes first)",
+        ),
+    ] = False,
+) -> None:
+    """Usage analytics: stores llm.usage in SQL and serves GET /v1/usage."""
+    from services.analytics.app import create_app
+    from services.analytics.settings import AnalyticsSettings
+
+    overrides: dict[str, object] = {"from_beginning": True} if from_beginning else {}
+    if port is not None:
+        overrides["port"] = port
+    settings = AnalyticsSettings(**overrides)  # type: ignore[arg-type]
+    configure_logging(settings, "analytics")
+    _serve(
+        create_app(settings, make_tracer_provider(settings, "analytics")),
+        settings.host,
+        settings.port,
+    )
+
+
+FilterOpt = Annotated[str | None, typer.Option(show_default=False)]
+
+
+@app.command()
+def usage(
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Start, ISO 8601 (inclusive)", show_default=False)
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option(help="End, ISO 8601 (exclusive)", show_default=False)
+    ] = None,
+    tenant: FilterOpt = None,
+    model: FilterOpt = None,
+    route: FilterOpt = None,
+    status: Annotated[
+        str | None, typer.Option(help="ok | failed | cancelled", show_default=False)
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated: hour, day, model, route, tenant, tier, status",
+            show_default=False,
+        ),
+    ] = None,
+    url: Annotated[str, typer.Option(help="The analytics service")] = "http://127.0.0.1:8081",
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="TOKENBUS_ADMIN_KEY", help="Admin key, if the API needs one"),
+    ] = None,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Also write the rows to this CSV file")
+    ] = None,
+) -> None:
+    """Usage report from the analytics API: requests, tokens, cost, TTFT and error rate."""
+    from rich.console import Console
+
+    from services.analytics.report import ReportError, fetch, table, write_csv
+
+    params = {
+        "from": from_,
+        "to": to,
+        "tenant": tenant,
+        "model": model,
+        "route": route,
+        "status": status,
+        "group_by": group_by,
+    }
+    try:
+        report = fetch(url, params, key)
+    except ReportError as exc:
+        typer.echo(f"tokenbus usage: {exc}", err=True)
+        raise typer.Exit(1) from None
+    # Piped or redirected: wide enough that no cell is cut (a terminal keeps its own width).
+    Console(width=None if sys.stdout.isatty() else 200).print(table(report))
+    if csv_file is not None:
+        lines = write_csv(report, csv_file)
+        typer.echo(f"wrote {lines} rows to {csv_file}")
+
+
+@app.command()
 def topics(
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
 ) -> None:
@@ -90,7 +179,7 @@ def topics(
 def dev(
     kafka: Annotated[bool, typer.Option(help="Start the local broker (else use the env's)")] = True,
 ) -> None:
-    """The whole system as local processes: broker, llmsim, inference, gateway."""
+    """The whole system as local processes: broker, llmsim, inference, gateway, analytics."""
     from services.dev import run_dev
 
     raise typer.Exit(run_dev(start_kafka=kafka))
@@ -116,6 +205,29 @@ def route_eval(
         f"\nscoring time per request: p50 {bench['p50_us']:.0f} µs, p99 {bench['p99_us']:.0f} µs"
         f" (max {bench['max_us']:.0f} µs over {bench['calls']:.0f} calls)"
     )
+
+
+@app.command()
+def localmodel(port: PortOpt = None) -> None:
+    """The bundled local LLM (SmolLM2-135M-Instruct on llama.cpp), OpenAI-compatible."""
+    from services.localmodel.app import run
+    from services.localmodel.settings import LocalModelSettings
+
+    run(LocalModelSettings(**({"port": port} if port is not None else {})))  # type: ignore[arg-type]
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark: the same load direct to llmsim and through tokenbus (`tokenbus bench --help`)."""
+    from services.bench import main as bench_main
+
+    raise typer.Exit(bench_main(ctx.args, prog="tokenbus bench"))
+
+
+register_commands(app)  # `tokenbus keys ...` and `tokenbus tenants ...`
 
 
 def main() -> None:

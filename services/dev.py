@@ -8,7 +8,9 @@ from pathlib import Path
 
 from services.common.models import load_models
 from services.common.settings import KafkaSettings, ModelsSettings
+from services.localmodel.settings import LocalModelSettings
 from services.procs import ServiceFailed, ServiceProcess
+from services.tenants.dev import DEV_ENV, ensure_dev_key
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = ROOT / ".run"
@@ -16,23 +18,35 @@ SIM_PACE = '{"llmsim-large": {"ttft_ms": 150, "tokens_per_second": 80}}'
 
 
 def _plan(bootstrap: str, gateway_nodes: int) -> list[ServiceProcess]:
-    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    # Keys mode with development's placeholder secrets; analytics and the gateways share
+    # one database (keys, limits, usage).
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, **DEV_ENV}
     models = ModelsSettings()
-    uses_sim = load_models(models.models, models.llmsim_url).profile == "sim"
+    profile = load_models(models.models, models.llmsim_url).profile
     # The sim profile's tiers differ the way real ones do: large starts later and runs slower.
     pace = {"TOKENBUS_LLMSIM_PROFILES": os.environ.get("TOKENBUS_LLMSIM_PROFILES", SIM_PACE)}
-    plan = [ServiceProcess("llmsim", ["llmsim"], 8090, pace)] if uses_sim else []
+    plan = [ServiceProcess("llmsim", ["llmsim"], 8090, pace)] if profile == "sim" else []
+    if profile == "local":  # only the model servers the profile needs
+        plan.append(ServiceProcess("localmodel", ["localmodel"], LocalModelSettings().port))
     plan.append(ServiceProcess("inference", ["inference"], 8070, env))
+    plan.append(ServiceProcess("analytics", ["analytics"], 8081, {**env, **_database_env()}))
     for k in range(gateway_nodes):
         plan.append(
             ServiceProcess(
                 f"gateway-{k}",
                 ["gateway", "--partitions", str(k)],
                 8080 + 100 * k,
-                {**env, "TOKENBUS_PORT": str(8080 + 100 * k)},
+                {**env, **_database_env(), "TOKENBUS_PORT": str(8080 + 100 * k)},
             )
         )
     return plan
+
+
+def _database_env() -> dict[str, str]:
+    """SQLite under .run/ (whatever the working directory), unless a database URL is set."""
+    if os.environ.get("DATABASE_URL") or os.environ.get("TOKENBUS_DATABASE_URL"):
+        return {}
+    return {"TOKENBUS_DATABASE_URL": f"sqlite+aiosqlite:///{RUN_DIR / 'analytics.db'}"}
 
 
 def run_dev(start_kafka: bool = True) -> int:
@@ -58,6 +72,8 @@ def run_dev(start_kafka: bool = True) -> int:
         for proc in procs:
             proc.wait_ready(timeout=120)
         _banner(procs)
+        ensure_dev_key(_database_env().get("TOKENBUS_DATABASE_URL"))
+        print(flush=True)
         stop.wait()
         return 0
     except ServiceFailed as exc:
@@ -76,5 +92,9 @@ def _banner(procs: list[ServiceProcess]) -> None:
     for proc in procs:
         lines.append(f"  {proc.name:<12} {proc.url}   (log: .run/{proc.name}.log)")
     gateway = next(p for p in procs if p.name.startswith("gateway"))
-    lines += ["", f"  OpenAI base URL: {gateway.url}/v1", "  Ctrl-C stops everything.", ""]
+    lines += ["", f"  Web chat:        {gateway.url}/", f"  OpenAI base URL: {gateway.url}/v1"]
+    analytics = next((p for p in procs if p.name == "analytics"), None)
+    if analytics:
+        lines.append(f"  Usage API:       {analytics.url}/v1/usage   (or: tokenbus usage)")
+    lines += ["  Ctrl-C stops everything."]
     print("\n".join(lines), flush=True)

@@ -17,7 +17,10 @@ class ServiceFailed(RuntimeError):
 
 @dataclass
 class ServiceProcess:
-    """`tokenbus <command>` with extra environment; logs go to `log_path`."""
+    """`tokenbus <command>` with extra environment; logs go to `log_path`.
+
+    `module` is what `python -m` runs with `args`: the CLI (`services`) unless a service has
+    its own entry point (e.g. `services.localmodel`)."""
 
     name: str
     args: list[str]
@@ -25,6 +28,7 @@ class ServiceProcess:
     env: dict[str, str] = field(default_factory=dict)
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    module: str = "services"
 
     @property
     def url(self) -> str:
@@ -35,7 +39,7 @@ class ServiceProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "services", *self.args],
+                [sys.executable, "-m", self.module, *self.args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

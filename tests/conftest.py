@@ -1,5 +1,6 @@
-"""Session fixtures: a real Kafka broker, unique topic prefixes, and running tokenbus systems."""
+"""Session fixtures: a real Kafka broker, PostgreSQL, unique topic prefixes, tokenbus systems."""
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.kafka_broker import session_broker
+from tests.postgres import find_bin_dir, fresh_database, session_postgres
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +26,21 @@ def topic_prefix() -> str:
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("service-logs")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL (asyncpg): `TEST_POSTGRES_URL`/`DATABASE_URL`, else our own."""
+    if not (os.environ.get("TEST_POSTGRES_URL") or os.environ.get("DATABASE_URL")):
+        if find_bin_dir() is None:
+            pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+    with session_postgres() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database per test, on each backend analytics supports."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'analytics.db'}"
+    return await fresh_database(request.getfixturevalue("postgres_server"))

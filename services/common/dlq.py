@@ -37,3 +37,20 @@ async def publish_dead_letter(
     )
     await publish(letter, topic=dlq_topic, key=key)
     return letter
+
+
+async def dead_letter_record(
+    publish: PublishFn, dlq_topic: str, record: Any, reason: str, consumer: str
+) -> DeadLetter:
+    """`publish_dead_letter` for an aiokafka ConsumerRecord read outside FastStream."""
+    return await publish_dead_letter(
+        publish,
+        dlq_topic,
+        value=record.value or b"",
+        key=record.key,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+        reason=reason,
+        consumer=consumer,
+    )

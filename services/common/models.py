@@ -1,7 +1,7 @@
 """Model tiers as configuration: each tier an ordered list of OpenAI-compatible backends.
 
-`TOKENBUS_MODELS` names a built-in profile (`sim`, `openai`) or a YAML/TOML tiers file; see
-`infra/models/*.yaml` for examples.
+`TOKENBUS_MODELS` names a built-in profile (`local`, `openai`, `sim`) or a YAML/TOML tiers
+file; see `infra/models/*.yaml` for examples.
 """
 
 import os
@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from contracts import TokenUsage
 
 TIER_NAMES = ("small", "large")
+LOCALMODEL_URL = "http://127.0.0.1:8091/v1"
+LOCALMODEL_MODEL = "smollm2-135m"  # the alias the localmodel server answers as
+LOCALMODEL_PARALLEL = 4  # the localmodel server's default slots (TOKENBUS_LOCALMODEL_PARALLEL)
 
 
 class BackendSpec(BaseModel):
@@ -59,7 +62,9 @@ class ModelsConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    profile: str = Field(description="Where this config came from: sim | openai | a file path")
+    profile: str = Field(
+        description="Where this config came from: local | openai | sim | a file path"
+    )
     tiers: dict[str, tuple[BackendSpec, ...]] = Field(description="Tier name -> backends")
     fallback: dict[str, str] = Field(
         default_factory=lambda: {"small": "large", "large": "small"},
@@ -109,6 +114,32 @@ def sim_profile(llmsim_url: str) -> ModelsConfig:
     )  # type: ignore[arg-type]
 
 
+def local_profile(
+    localmodel_url: str = LOCALMODEL_URL, parallel: int = LOCALMODEL_PARALLEL
+) -> ModelsConfig:
+    """Both tiers on the bundled local model (`tokenbus localmodel`: SmolLM2-135M-Instruct on
+    llama.cpp, free). Each backend runs at most `parallel` generations per worker, the
+    server's slots; more would only wait in llama.cpp's queue."""
+
+    def backend(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "base_url": localmodel_url,
+            "model": LOCALMODEL_MODEL,
+            "max_concurrency": parallel,
+            # A CPU model: the first token waits for the prompt to be read, and for a free
+            # slot when every slot is busy.
+            "first_token_timeout_s": 120.0,
+        }
+
+    return ModelsConfig.model_validate(
+        {
+            "profile": "local",
+            "tiers": {"small": [backend("local-small")], "large": [backend("local-large")]},
+        }
+    )
+
+
 def openai_profile() -> ModelsConfig:
     """OpenAI's API: small = gpt-4.1-mini, large = gpt-4.1 (key from OPENAI_API_KEY)."""
     url = os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
@@ -143,9 +174,18 @@ def load_file(path: Path) -> ModelsConfig:
     return ModelsConfig.model_validate({**data, "profile": str(path)})
 
 
-def load_models(spec: str | None, llmsim_url: str) -> ModelsConfig:
-    """`TOKENBUS_MODELS` names a profile or a file; unset: openai if OPENAI_API_KEY is set."""
-    chosen = spec or ("openai" if os.environ.get("OPENAI_API_KEY") else "sim")
+def load_models(
+    spec: str | None,
+    llmsim_url: str,
+    *,
+    localmodel_url: str = LOCALMODEL_URL,
+    localmodel_parallel: int = LOCALMODEL_PARALLEL,
+) -> ModelsConfig:
+    """`TOKENBUS_MODELS` names a profile or a file; unset: `openai` if OPENAI_API_KEY is set,
+    else `local` (the bundled local model). `sim` (llmsim) only when asked for."""
+    chosen = spec or ("openai" if os.environ.get("OPENAI_API_KEY") else "local")
+    if chosen == "local":
+        return local_profile(localmodel_url, localmodel_parallel)
     if chosen == "sim":
         return sim_profile(llmsim_url)
     if chosen == "openai":
@@ -153,4 +193,6 @@ def load_models(spec: str | None, llmsim_url: str) -> ModelsConfig:
     path = Path(chosen)
     if path.suffix in (".yaml", ".yml", ".toml") or path.exists():
         return load_file(path)
-    raise ValueError(f"TOKENBUS_MODELS={chosen!r}: expected 'sim', 'openai' or a tiers file")
+    raise ValueError(
+        f"TOKENBUS_MODELS={chosen!r}: expected 'local', 'openai', 'sim' or a tiers file"
+    )

@@ -2,6 +2,7 @@
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -9,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts import TOPICS, Topics
 
 ENV_PREFIX = "TOKENBUS_"
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./.run/analytics.db"
 
 
 class ServiceSettings(BaseSettings):
@@ -65,6 +67,23 @@ class LogSettings(ServiceSettings):
         pattern="^(auto|json|console)$",
         description="json, console, or auto (console on a TTY, JSON otherwise)",
     )
+    log_content: Literal["off", "redacted"] = Field(
+        default="off",
+        description="Prompts and answers in logs: off (never), or redacted (a short, masked "
+        "excerpt, for debugging)",
+        examples=["off", "redacted"],
+    )
+
+
+class DatabaseSettings(ServiceSettings):
+    """The SQL database of usage, tenants, keys and rate-limit counters."""
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("TOKENBUS_DATABASE_URL", "DATABASE_URL"),
+        description="SQLAlchemy async URL: SQLite (aiosqlite) or PostgreSQL (asyncpg)",
+        examples=[DEFAULT_DATABASE_URL, "postgresql+asyncpg://tokenbus:tokenbus@postgres/tokenbus"],
+    )
 
 
 class TelemetrySettings(ServiceSettings):
@@ -84,9 +103,24 @@ class ModelsSettings(ServiceSettings):
     models: str | None = Field(
         default=None,
         validation_alias=AliasChoices("TOKENBUS_MODELS"),
-        description="Models profile: sim | openai; unset: openai with OPENAI_API_KEY, else sim",
-        examples=["sim", "openai"],
+        description="Models profile: local | openai | sim, or a tiers file; unset: openai "
+        "with OPENAI_API_KEY, else local (the bundled local model)",
+        examples=["local", "openai", "sim"],
     )
     llmsim_url: str = Field(
         default="http://127.0.0.1:8090/v1", description="llmsim base URL for the sim profile"
+    )
+    localmodel_url: str = Field(
+        default="http://127.0.0.1:8091/v1",
+        validation_alias=AliasChoices("TOKENBUS_LOCALMODEL_URL"),
+        description="Base URL of `tokenbus localmodel` for the local profile",
+        examples=["http://127.0.0.1:8091/v1", "http://localmodel:8091/v1"],
+    )
+    localmodel_parallel: int = Field(
+        default=4,
+        ge=1,
+        validation_alias=AliasChoices("TOKENBUS_LOCALMODEL_PARALLEL"),
+        description="Generations at once per worker on each local tier: the local model "
+        "server's slots (the same variable sets them there)",
+        examples=[4],
     )

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from contracts import STREAM_EVENT, RequestRef
+from services.common.redact import validation_summary
 from services.fanout.hub import Subscription
 
 log = structlog.get_logger("fanout")
@@ -109,7 +110,9 @@ class HistoryReader:
             event = STREAM_EVENT.validate_json(value)
         except ValidationError as exc:
             log.error(
-                "malformed_stream_event", request_id=self._sub.request_id, error=str(exc)[:500]
+                "malformed_stream_event",
+                request_id=self._sub.request_id,
+                error=validation_summary(exc),
             )
             return
         self.found.set()

@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from contracts import STREAM_EVENT
+from services.common.redact import validation_summary
 from services.fanout.hub import Hub
 
 log = structlog.get_logger("fanout")
@@ -93,7 +94,7 @@ class ReplyReader:
             event = STREAM_EVENT.validate_json(record.value or b"")
         except ValidationError as exc:
             self.malformed += 1
-            log.error("malformed_stream_event", offset=record.offset, error=str(exc)[:500])
+            log.error("malformed_stream_event", offset=record.offset, error=validation_summary(exc))
             if self._dead_letter is not None:
                 await self._dead_letter(record, str(exc))
             return

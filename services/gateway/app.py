@@ -1,25 +1,37 @@
 """create_app(settings): the gateway's FastAPI app, with the fan-out hub and Kafka wiring."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Gauge
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp
 
 from infra.kafka.topics import ensure_topics
-from services.common.dlq import publish_dead_letter
+from services.analytics.migrate import migrate
+from services.analytics.store import make_engine
+from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import make_broker
 from services.common.models import load_models
 from services.fanout import Hub, ReplyReader
-from services.gateway.errors import install_error_handlers
+from services.gateway.callers import Authenticator
+from services.gateway.errors import DeclaredBodyLimit, install_error_handlers
 from services.gateway.node import GatewayNode
 from services.gateway.publish import RequestPublisher
 from services.gateway.routes import chat, models, streams, ws
 from services.gateway.settings import GatewaySettings
+from services.gateway.webchat import mount_webchat
+from services.tenants.database import pepper
+from services.tenants.limiter import RateLimiter
+from services.tenants.store import TenantStore
 
 log = structlog.get_logger("gateway")
 SERVICE = "gateway"
@@ -37,17 +49,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     hub = Hub(buffer=settings.subscriber_buffer)
 
     async def dead_letter(record: Any, reason: str) -> None:
-        await publish_dead_letter(
-            broker.publish,
-            topics.tokens_dlq.name,
-            value=record.value or b"",
-            key=record.key,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            reason=reason,
-            consumer=SERVICE,
-        )
+        await dead_letter_record(broker.publish, topics.tokens_dlq.name, record, reason, SERVICE)
 
     reader = ReplyReader(
         hub,
@@ -57,12 +59,25 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         client_id=f"tokenbus-gateway-{settings.instance}",
         dead_letter=dead_letter,
     )
+    keys = settings.auth_mode == "keys"
+    engine = make_engine(settings.database_url) if keys else None
     node = GatewayNode(
         settings,
         hub,
         reader,
         RequestPublisher(broker, topics),
-        load_models(settings.models, settings.llmsim_url),
+        load_models(
+            settings.models,
+            settings.llmsim_url,
+            localmodel_url=settings.localmodel_url,
+            localmodel_parallel=settings.localmodel_parallel,
+        ),
+        Authenticator(
+            TenantStore(engine, pepper(settings)) if engine else None, settings.key_cache_s
+        ),
+        RateLimiter(engine, settings.instance, settings.lease_s, settings.lease_max_s)
+        if engine
+        else None,
     )
     Gauge(
         "tokenbus_gateway_watched_requests",
@@ -75,25 +90,111 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if engine is not None:
+            refuse_placeholder_secrets(settings)
+            await migrate(engine)
         await ensure_topics(settings.bootstrap_servers, topics)
         await broker.start()
         await reader.start()
-        log.info("gateway_started", partitions=reader.partitions, port=settings.port)
+        renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
+        log.info(
+            "gateway_started",
+            partitions=reader.partitions,
+            port=settings.port,
+            auth=settings.auth_mode,
+        )
         try:
             yield
         finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
             await reader.stop()
             await broker.stop()
+            if engine is not None:
+                await engine.dispose()
 
     async def readiness() -> dict[str, bool]:
-        return {"kafka": await broker.ping(timeout=2.0), "reply_partitions": reader.ready}
+        checks = {"kafka": await broker.ping(timeout=2.0), "reply_partitions": reader.ready}
+        if engine is not None:
+            checks["database"] = await _database_answers(engine)
+        return checks
 
-    app = FastAPI(title="tokenbus gateway", version="0.1.0", lifespan=lifespan)
+    app = _GatewayApp(
+        title="tokenbus gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.limits.max_body_bytes,
+    )
     app.state.node = node
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=CORS_REQUEST_HEADERS,
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     install_error_handlers(app)
     app.include_router(health_router(registry, readiness))
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(streams.router)
     app.include_router(ws.router)
+    mount_webchat(app)  # the chat page at `/`
     return app
+
+
+class _GatewayApp(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outermost, so a declared oversized body gets our 413 body, not Starlette's text.
+        return DeclaredBodyLimit(super().build_middleware_stack(), self.max_body_size)
+
+
+# Keys travel as `Authorization: Bearer`, never as cookies: no credentials mode is needed.
+CORS_REQUEST_HEADERS = ["authorization", "content-type", "last-event-id", "x-tokenbus-deadline-s"]
+CORS_EXPOSED_HEADERS = [
+    "x-request-id",
+    "x-tokenbus-route",
+    "x-tokenbus-model",
+    "x-tokenbus-route-reason",
+    "x-tokenbus-route-score",
+    "x-tokenbus-route-features",
+    "retry-after",
+    *(
+        f"x-ratelimit-{what}-{kind}"
+        for what in ("limit", "remaining", "reset")
+        for kind in ("requests", "tokens")
+    ),
+]
+
+
+def refuse_placeholder_secrets(settings: GatewaySettings) -> None:
+    """Fail fast: a keys-mode node outside development must have real secrets."""
+    insecure = settings.insecure_secrets()
+    if insecure and settings.environment != "development":
+        names = ", ".join(f"TOKENBUS_{name.upper()}" for name in insecure)
+        raise RuntimeError(
+            f"{names} still at the development placeholder: set a random secret (the same on "
+            "every gateway node), or TOKENBUS_ENVIRONMENT=development on a developer machine"
+        )
+
+
+async def _renew_leases(limiter: RateLimiter) -> None:
+    while True:
+        await asyncio.sleep(limiter.lease_s / 3)
+        try:
+            await limiter.renew()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("lease_renewal_failed", error=type(exc).__name__)
+
+
+async def _database_answers(engine: Any) -> bool:
+    try:
+        async with asyncio.timeout(2.0), engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        return True
+    except (TimeoutError, SQLAlchemyError, OSError):
+        return False

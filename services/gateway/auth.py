@@ -1,31 +1,54 @@
-"""Tenant from the `Authorization: Bearer` key; open development mode when no keys are set."""
+"""The caller of an HTTP request, from `Authorization: Bearer <key>` (see callers.py)."""
 
 from typing import Annotated
 
+import structlog
 from fastapi import Depends, Request
+from sqlalchemy.exc import SQLAlchemyError
 
+from services.gateway.callers import DEV_TENANT, Caller
 from services.gateway.errors import ApiError
 from services.gateway.node import NodeDep
 
-DEV_TENANT = "dev"
+__all__ = ["DEV_TENANT", "Caller", "CallerDep", "bearer", "caller_from_request"]
+
+log = structlog.get_logger("gateway")
 
 
-def tenant_from_request(request: Request, node: NodeDep) -> str:
-    keys = node.settings.api_keys
-    if not keys:
-        return DEV_TENANT
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    tenant = keys.get(key.strip()) if scheme.lower() == "bearer" else None
-    if tenant is None:
-        # Never echo the key back: it may be a real secret pasted in the wrong place.
-        raise ApiError(
-            401,
-            "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
-            code="invalid_api_key",
-            headers={"www-authenticate": "Bearer"},
-        )
-    return tenant
+def bearer(authorization: str | None) -> str | None:
+    scheme, _, key = (authorization or "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
 
 
-TenantDep = Annotated[str, Depends(tenant_from_request)]
+def unauthorized() -> ApiError:
+    # Never echo the key back: it may be a real secret pasted in the wrong place.
+    return ApiError(
+        401,
+        "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
+        code="invalid_api_key",
+        headers={"www-authenticate": "Bearer"},
+    )
+
+
+def store_unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "The key store is unavailable; try again.",
+        type_="api_error",
+        code="service_unavailable",
+        headers={"retry-after": "1"},
+    )
+
+
+async def caller_from_request(request: Request, node: NodeDep) -> Caller:
+    try:
+        caller = await node.auth.caller(bearer(request.headers.get("authorization")))
+    except (SQLAlchemyError, OSError) as exc:
+        log.error("key_store_unavailable", error=type(exc).__name__)
+        raise store_unavailable() from exc
+    if caller is None:
+        raise unauthorized()
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(caller_from_request)]

@@ -6,7 +6,9 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contracts import ErrorCode
 
@@ -98,11 +100,47 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(err.body(), status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        err = ApiError(
-            exc.status_code,
-            str(exc.detail),
-            code=None,
-            type_="invalid_request_error" if exc.status_code < 500 else "api_error",
-        )
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 413:
+            err = body_too_large(request.app.max_body_size)
+        else:
+            err = ApiError(
+                exc.status_code,
+                str(exc.detail),
+                code=None,
+                type_="invalid_request_error" if exc.status_code < 500 else "api_error",
+            )
         return JSONResponse(err.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+def body_too_large(limit: int | None) -> ApiError:
+    return ApiError(
+        413,
+        f"The request body is too large: at most {limit} bytes are accepted.",
+        code="request_too_large",
+    )
+
+
+class DeclaredBodyLimit:
+    """Answers a `Content-Length` over the limit with the OpenAI-style 413 at once.
+
+    Starlette's body limiter (`FastAPI(max_body_size=...)`, inside this) answers a declared
+    length over the limit with a plain-text 413 of its own, whatever the app's handlers say; a
+    body without a length (chunked) it counts while it is read, and that 413 does reach our
+    handler. So this wrapper only looks at the header.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int | None) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.limit is not None:
+            length = Headers(scope=scope).get("content-length", "")
+            if length.isdigit() and int(length) > self.limit:
+                err = body_too_large(self.limit)
+                response = JSONResponse(
+                    err.body(), status_code=413, headers={"connection": "close"}
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,4 +1,5 @@
-"""GatewayNode: what one gateway process holds (hub, reader, publisher) and its FastAPI deps."""
+"""GatewayNode: what one gateway process holds (hub, reader, publisher, auth, limits) and its
+FastAPI deps."""
 
 import asyncio
 import itertools
@@ -6,12 +7,19 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import structlog
 from fastapi import Depends, Request
+from sqlalchemy.exc import SQLAlchemyError
 
+from contracts import new_request_id, request_belongs
 from services.common.models import ModelsConfig
 from services.fanout import Hub, ReplyReader
+from services.gateway.callers import Authenticator
 from services.gateway.publish import RequestPublisher
 from services.gateway.settings import GatewaySettings
+from services.tenants.limiter import RateLimiter, Ticket
+
+log = structlog.get_logger("gateway")
 
 
 @dataclass
@@ -21,12 +29,14 @@ class GatewayNode:
     reader: ReplyReader
     publisher: RequestPublisher
     models: ModelsConfig
+    auth: Authenticator = field(default_factory=lambda: Authenticator(None))
+    limiter: RateLimiter | None = None  # None: open mode, nothing is limited
     _next_partition: itertools.cycle = field(init=False)  # type: ignore[type-arg]
+    _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self._next_partition = itertools.cycle(self.settings.reply_partitions)
-
-    _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+        self._id_secret = self.settings.id_secret.get_secret_value().encode()
 
     def fire(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background (also from a request being torn down), keeping a
@@ -43,8 +53,30 @@ class GatewayNode:
         """Spread this node's requests over the partitions it reads."""
         return next(self._next_partition)
 
+    def new_request_id(self, partition: int, tenant: str, created_ms: int) -> str:
+        return new_request_id(partition, created_ms, tenant, self._id_secret)
 
-def get_node(request: Request) -> GatewayNode:
+    def owns(self, request_id: str, tenant: str) -> bool:
+        """The id is one of ours, made for `tenant`, on a partition that exists."""
+        if not request_belongs(request_id, tenant, self._id_secret):
+            return False
+        partition = int(request_id.split("-")[2])
+        return partition < self.settings.topics.tokens.partitions
+
+    def release(self, ticket: Ticket | None, total_tokens: int | None) -> None:
+        """A stream ended: free its concurrency slot and correct its token estimate."""
+        if ticket is not None and self.limiter is not None:
+            self.fire(self._release(self.limiter, ticket, total_tokens))
+
+    async def _release(self, limiter: RateLimiter, ticket: Ticket, tokens: int | None) -> None:
+        try:
+            await limiter.finish(ticket, tokens)
+        except (SQLAlchemyError, OSError) as exc:  # the lease expires on its own
+            log.warning("limits_release_failed", error=type(exc).__name__)
+
+
+async def get_node(request: Request) -> GatewayNode:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
     return request.app.state.node  # type: ignore[no-any-return]
 
 

@@ -2,6 +2,7 @@
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
@@ -114,3 +115,12 @@ def stream_error(code: str, message: str) -> str:
         {"error": {"message": message, "type": "api_error", "param": None, "code": code}},
         separators=_COMPACT,
     )
+
+
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(text: str) -> str:
+    """`text` as an HTTP header value: printable ASCII as is, anything else (and `%`)
+    percent-encoded, so no model name can break a response or inject a header."""
+    return quote(text, safe=_HEADER_SAFE)

@@ -1,6 +1,6 @@
-"""GatewaySettings: listener, reply partitions, tenants, stream limits."""
+"""GatewaySettings: listener, reply partitions, auth and rate limits, stream limits."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
 from services.common.settings import (
     HttpSettings,
@@ -10,9 +10,17 @@ from services.common.settings import (
     TelemetrySettings,
 )
 from services.gateway.limits import InputLimits
+from services.tenants.settings import PLACEHOLDER_ID_SECRET, TenantStoreSettings
 
 
-class GatewaySettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySettings, ModelsSettings):
+class GatewaySettings(
+    KafkaSettings,
+    HttpSettings,
+    LogSettings,
+    TelemetrySettings,
+    ModelsSettings,
+    TenantStoreSettings,
+):
     """One gateway node; each node owns the reply partitions it names."""
 
     limits: InputLimits = Field(
@@ -31,10 +39,34 @@ class GatewaySettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySetting
         description="Partitions of llm.tokens this node reads (disjoint across nodes)",
         examples=[[0], [1, 3]],
     )
-    api_keys: dict[str, str] = Field(
-        default_factory=dict,
-        description="API key -> tenant; empty = open development mode (tenant 'dev')",
-        examples=[{"sk-dev": "dev"}],
+    id_secret: SecretStr = Field(
+        default=SecretStr(PLACEHOLDER_ID_SECRET),
+        description="Secret of the tenant tag in request ids; the same on every gateway node",
+        examples=["<32+ random bytes, e.g. `openssl rand -base64 32`>"],
+    )
+    key_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a node trusts a key lookup (and a tenant's limits): a revoked "
+        "key or a new limit takes effect within this",
+    )
+    lease_s: float = Field(
+        default=60.0,
+        ge=3,
+        description="Lease of a concurrency slot; renewed while the stream runs, so a node "
+        "that dies frees its slots within this",
+    )
+    lease_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A stream holding its concurrency slot longer than this is taken for lost "
+        "and its slot freed",
+    )
+    default_output_tokens: int = Field(
+        default=256,
+        ge=1,
+        description="Tokens-per-minute estimate of the answer when a request sets no max_tokens",
     )
     subscriber_buffer: int = Field(
         default=4096, ge=16, description="Events buffered per watcher before it is dropped"
@@ -57,3 +89,14 @@ class GatewaySettings(KafkaSettings, HttpSettings, LogSettings, TelemetrySetting
     ws_heartbeat_s: float = Field(
         default=20.0, gt=0, description="Send a WebSocket `heartbeat` after this long idle"
     )
+
+    @field_validator("id_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        return PLACEHOLDER_ID_SECRET if value == "" else value
+
+    def insecure_secrets(self) -> list[str]:
+        """Secrets still at their placeholder (a keys-mode node refuses to start with any,
+        outside development)."""
+        placeholder = self.id_secret.get_secret_value() == PLACEHOLDER_ID_SECRET
+        return [*super().insecure_secrets(), *(["id_secret"] if placeholder else [])]

@@ -64,9 +64,11 @@ async def sse_frames(
     idle_timeout_s: float,
     first: StreamEvent | None = None,
     on_detach: Callable[[], None] | None = None,
+    on_end: Callable[[int | None], None] | None = None,
     batch_max: int = 256,
 ) -> AsyncIterator[bytes]:
-    """Encoded frames until the stream ends; `on_detach` runs if the client leaves first.
+    """Encoded frames until the stream ends; `on_detach` runs if the client leaves first, and
+    `on_end` always, with the total tokens of the final event if there was one.
 
     Events already waiting are rendered into one write: under load that turns hundreds of
     small sends through the ASGI stack into a few, with the same bytes on the wire.
@@ -93,6 +95,8 @@ async def sse_frames(
     finally:
         if not state.finished and on_detach is not None:
             on_detach()
+        if on_end is not None:
+            on_end(state.tokens)
 
 
 _STALLED = "the answer stalled; resume or retry"
@@ -100,11 +104,12 @@ _DROPPED = "client too slow; resume from the last event id"
 
 
 class _Progress:
-    __slots__ = ("finished", "stop")
+    __slots__ = ("finished", "stop", "tokens")
 
     def __init__(self) -> None:
         self.finished = False  # the stream reached its end (no detach to report)
         self.stop = False  # nothing more to send
+        self.tokens: int | None = None  # total tokens of the final event
 
 
 def _render_batch(
@@ -122,6 +127,8 @@ def _render_batch(
         frames.extend(renderer.render(event))
         if event.type in ("completed", "failed"):
             state.finished = state.stop = True
+            usage = event.usage  # type: ignore[union-attr]
+            state.tokens = usage.total_tokens if usage is not None else None
             break
     return _encode(frames)
 

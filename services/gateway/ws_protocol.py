@@ -98,6 +98,7 @@ class WsError(BaseModel):
     param: str | None = None
     retryable: bool = False
     last_seq: int | None = None
+    retry_after_s: int | None = None
 
     def frame(self) -> str:
         return _encode({"type": "error", **self.model_dump(exclude_none=True)})
@@ -181,6 +182,12 @@ def unavailable(client_id: ClientId, request_id: str | None = None) -> str:
     message = "The request queue is unavailable; try again."
     return error_frame(
         "service_unavailable", message, id=client_id, request_id=request_id, retryable=True
+    )
+
+
+def rate_limited(client_id: ClientId, message: str, retry_after_s: int) -> str:
+    return error_frame(
+        "rate_limited", message, id=client_id, retryable=True, retry_after_s=retry_after_s
     )
 
 

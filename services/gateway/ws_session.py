@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 from fastapi import WebSocket
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
 from contracts import (
@@ -22,15 +23,16 @@ from contracts import (
     ChatRequested,
     ErrorCode,
     RequestRef,
-    new_request_id,
     parse_request_id,
     utcnow,
 )
 from services.common.logging import bind_request
+from services.common.redact import content_for_log
 from services.fanout.history import HistoryReader
 from services.fanout.hub import SubscriberDropped, Subscription
 from services.gateway import ws_protocol as wire
-from services.gateway.auth import DEV_TENANT
+from services.gateway.admission import RateLimited, admit
+from services.gateway.callers import Caller
 from services.gateway.errors import ApiError
 from services.gateway.limits import check_input
 from services.gateway.node import GatewayNode
@@ -43,17 +45,11 @@ from services.gateway.ws_protocol import (
     WsError,
     reply,
 )
+from services.tenants.limiter import Ticket
 
 log = structlog.get_logger("gateway")
 
 AUTH_TIMEOUT_S = 10.0  # an unauthenticated socket must send `auth` within this
-
-
-def tenant_for_key(keys: dict[str, str], key: str | None) -> str | None:
-    """The key's tenant; anyone is the dev tenant when no keys are configured."""
-    if not keys:
-        return DEV_TENANT
-    return keys.get(key) if key is not None else None
 
 
 class _Gone(Exception):
@@ -61,8 +57,8 @@ class _Gone(Exception):
 
 
 class Session:
-    def __init__(self, ws: WebSocket, node: GatewayNode, tenant: str | None) -> None:
-        self._ws, self._node, self._tenant = ws, node, tenant
+    def __init__(self, ws: WebSocket, node: GatewayNode, caller: Caller | None) -> None:
+        self._ws, self._node, self._caller = ws, node, caller
         self._settings = node.settings
         self._lock = asyncio.Lock()
         self._feeds: set[asyncio.Task[None]] = set()
@@ -91,7 +87,7 @@ class Session:
         auth_deadline = asyncio.get_running_loop().time() + AUTH_TIMEOUT_S
         while True:
             try:
-                async with asyncio.timeout_at(None if self._tenant else auth_deadline):
+                async with asyncio.timeout_at(None if self._caller else auth_deadline):
                     message = await self._ws.receive()
             except TimeoutError:
                 with contextlib.suppress(Exception):
@@ -112,14 +108,14 @@ class Session:
                     await self._send(reply("pong", id=msg.id))
                 case AuthMessage():
                     await self._auth(msg)
-                case _ if self._tenant is None:
+                case _ if self._caller is None:
                     await self._send(wire.unauthenticated(msg.id))
                 case ChatMessage():
-                    await self._start_chat_checked(msg)
+                    await self._start_chat_checked(msg, self._caller)
                 case CancelMessage():
-                    await self._cancel(msg)
+                    await self._cancel(msg, self._caller)
                 case ResumeMessage():
-                    await self._resume(msg)
+                    await self._resume(msg, self._caller)
         except _Gone:
             raise
         except Exception as exc:  # a bug must not take the socket (or the node) down
@@ -152,11 +148,15 @@ class Session:
                 await asyncio.sleep(period - idle)
 
     async def _auth(self, msg: AuthMessage) -> None:
-        tenant = tenant_for_key(self._settings.api_keys, msg.api_key)
-        if tenant is None:
+        try:
+            caller = await self._node.auth.caller(msg.api_key)
+        except (SQLAlchemyError, OSError):
+            await self._send(wire.unavailable(msg.id))
+            return
+        if caller is None:
             await self._send(wire.error_frame("invalid_api_key", "Incorrect API key.", id=msg.id))
             return
-        self._tenant = tenant
+        self._caller = caller
         await self._send(reply("ack", action="auth", id=msg.id))
 
     def _spawn(self, request_id: str, work: Coroutine[Any, Any, None]) -> None:
@@ -170,14 +170,16 @@ class Session:
         if not task.cancelled() and not isinstance(task.exception(), _Gone | None):
             log.error("ws_feed_failed", request_id=request_id, error=repr(task.exception()))
 
-    def _known(self, request_id: str) -> RequestRef | None:
+    def _known(self, request_id: str, caller: Caller) -> RequestRef | None:
+        """The request's partition and time, if it is `caller`'s (else as if it did not exist)."""
         ref = parse_request_id(request_id)
-        if ref is None or ref.partition >= self._settings.topics.tokens.partitions:
+        if ref is None or not self._node.owns(request_id, caller.tenant):
             return None
         return ref
 
-    async def _start_chat_checked(self, msg: ChatMessage) -> None:
-        """The same input limits as the HTTP API; a refusal is an `error`, never a close."""
+    async def _start_chat_checked(self, msg: ChatMessage, caller: Caller) -> None:
+        """The same input and rate limits as the HTTP API; a refusal is an `error`, never a
+        close."""
         try:
             check_input(msg.body, self._settings.limits)
         except ApiError as exc:
@@ -187,15 +189,30 @@ class Session:
                 )
             )
             return
-        self._start_chat(msg)
-
-    def _start_chat(self, msg: ChatMessage) -> None:
         partition = self._node.reply_partition()
-        request_id = new_request_id(partition, int(time.time() * 1000))
+        request_id = self._node.new_request_id(partition, caller.tenant, int(time.time() * 1000))
+        try:
+            ticket, _ = await admit(self._node, caller, msg.body, request_id)
+        except RateLimited as exc:
+            await self._send(wire.rate_limited(msg.id, exc.message, exc.retry_after_s))
+            return
+        except ApiError:
+            await self._send(wire.unavailable(msg.id))
+            return
+        self._start_chat(msg, caller, partition, request_id, ticket)
+
+    def _start_chat(
+        self,
+        msg: ChatMessage,
+        caller: Caller,
+        partition: int,
+        request_id: str,
+        ticket: Ticket | None,
+    ) -> None:
         body, deadline_s = msg.body, msg.deadline_s
         request = ChatRequested(
             request_id=request_id,
-            tenant_id=self._tenant or DEV_TENANT,
+            tenant_id=caller.tenant,
             model=body.model,
             messages=tuple(body.messages),
             params=body.passthrough_params(),
@@ -204,10 +221,10 @@ class Session:
             reply_partition=partition,
             deadline=utcnow() + timedelta(seconds=deadline_s) if deadline_s else None,
         )
-        self._spawn(request_id, self._chat(msg, request))
+        self._spawn(request_id, self._chat(msg, request, ticket))
 
-    async def _chat(self, msg: ChatMessage, request: ChatRequested) -> None:
-        request_id, finished = request.request_id, False
+    async def _chat(self, msg: ChatMessage, request: ChatRequested, ticket: Ticket | None) -> None:
+        request_id, finished, tokens = request.request_id, False, None
         try:
             # Subscribed before publishing, so not even the first event can be missed.
             with bind_request(request_id=request_id), self._node.hub.subscribe(request_id) as sub:
@@ -219,19 +236,24 @@ class Session:
                     await self._send(wire.unavailable(msg.id))
                     return
                 log.info(
-                    "request_published", tenant=request.tenant_id, model=request.model, via="ws"
+                    "request_published",
+                    tenant=request.tenant_id,
+                    model=request.model,
+                    via="ws",
+                    **content_for_log(self._settings.log_content, request.messages),
                 )
                 await self._send(reply("ack", action="chat", id=msg.id, request_id=request_id))
                 first_s = self._settings.first_event_timeout_s
-                finished = await self._pump(sub, -1, no_worker_s=first_s)
+                finished, tokens = await self._pump(sub, -1, no_worker_s=first_s)
         finally:
             self._streaming.discard(request_id)
             if not finished:
                 self._node.detach(request_id)
+            self._node.release(ticket, tokens)
 
-    async def _cancel(self, msg: CancelMessage) -> None:
+    async def _cancel(self, msg: CancelMessage, caller: Caller) -> None:
         request_id = msg.request_id
-        if self._known(request_id) is None:
+        if self._known(request_id, caller) is None:
             await self._send(wire.not_found(msg.id, request_id))
             return
         try:
@@ -241,8 +263,8 @@ class Session:
             return
         await self._send(reply("ack", action="cancel", id=msg.id, request_id=request_id))
 
-    async def _resume(self, msg: ResumeMessage) -> None:
-        ref = self._known(msg.request_id)
+    async def _resume(self, msg: ResumeMessage, caller: Caller) -> None:
+        ref = self._known(msg.request_id, caller)
         if ref is None:
             await self._send(wire.not_found(msg.id, msg.request_id))
         elif msg.request_id in self._streaming:
@@ -266,16 +288,19 @@ class Session:
             self._node.fire(self._node.publisher.attached(request_id))
             attached = True
             await self._send(reply("ack", action="resume", id=msg.id, request_id=request_id))
-            finished = await self._pump(sub, msg.last_seq)
+            finished, _ = await self._pump(sub, msg.last_seq)
         finally:
             self._streaming.discard(request_id)  # at once: the client may resume it again
             await reader.stop()
             if attached and not finished:
                 self._node.detach(request_id)
 
-    async def _pump(self, sub: Subscription, after: int, no_worker_s: float | None = None) -> bool:
-        """Send `sub`'s events with seq > `after`; True once the stream is over for the client
-        (False: dropped as too slow; it may resume from the `last_seq` it was told)."""
+    async def _pump(
+        self, sub: Subscription, after: int, no_worker_s: float | None = None
+    ) -> tuple[bool, int | None]:
+        """Send `sub`'s events with seq > `after`. True once the stream is over for the client
+        (False: dropped as too slow; it may resume from the `last_seq` it was told), and the
+        total tokens of the final event, if it came."""
         request_id, last = sub.request_id, after
         timeout = no_worker_s or self._settings.idle_timeout_s
         while True:
@@ -289,15 +314,16 @@ class Session:
                     with contextlib.suppress(KafkaError):
                         await self._node.publisher.cancel(request_id, reason="no_worker")
                     await self._send(wire.no_worker(request_id))
-                return True
+                return True, None
             except SubscriberDropped:
                 await self._send(wire.slow_consumer(request_id, last))
-                return False
+                return False, None
             if event is None:
-                return True
+                return True, None
             timeout, no_worker_s = self._settings.idle_timeout_s, None
             if event.seq > after:
                 await self._send(wire.event_frame(event))
                 last = event.seq
             if event.type in TERMINAL_TYPES:
-                return True
+                usage = event.usage  # type: ignore[union-attr]
+                return True, usage.total_tokens if usage is not None else None

@@ -105,7 +105,12 @@ def create_app(
     worker_ref: list[Worker] = []
     wired = build_broker(settings, worker_ref, registry, tracer_provider)
     broker = wired.broker
-    models = load_models(settings.models, settings.llmsim_url)
+    models = load_models(
+        settings.models,
+        settings.llmsim_url,
+        localmodel_url=settings.localmodel_url,
+        localmodel_parallel=settings.localmodel_parallel,
+    )
     clients = BackendClients(models)
     topics = settings.topics
 

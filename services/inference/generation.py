@@ -57,9 +57,13 @@ class BeforeText(Exception):
 
 async def _chunks(response: Any) -> AsyncIterator[dict[str, Any]]:
     """The chunks of an OpenAI chat stream, as dicts, until `[DONE]`; an error frame raises."""
+    done = False
     async for sse in EventSource(response.http_response).aiter_sse():
-        if sse.data == "[DONE]":
-            return
+        # After [DONE], read on to the end of the body (nothing more comes): a fully read
+        # response lets the connection be reused instead of a new one (and TLS) per request.
+        if done or sse.data == "[DONE]":
+            done = True
+            continue
         chunk = from_json(sse.data)
         if not isinstance(chunk, dict):
             raise ValueError("a stream chunk that is not a JSON object")

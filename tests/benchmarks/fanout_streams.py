@@ -3,7 +3,7 @@
     python -m tests.benchmarks.fanout_streams --streams 1000 --workers 2 --ramp 5
 
 Starts (or reuses, via KAFKA_BOOTSTRAP_SERVERS) a Kafka broker, then llmsim, the inference
-workers and one gateway as real processes (tests.system.System), and opens `--streams`
+workers and one gateway as real processes (services.bench.system.System), and opens `--streams`
 streaming chat completions, spread over `--ramp` seconds. It reports:
 
 - errors: streams that did not end with `data: [DONE]` and exactly llmsim's deterministic text;
@@ -29,7 +29,6 @@ Not a test: pytest does not collect this file (no `test_` prefix, no test functi
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -48,13 +47,32 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.topics import TOPICS
+from infra.kafka.find import session_broker
+from services.bench.client import (
+    STREAMS_PER_CLIENT,
+    Stream,
+    StreamCounters,
+    chat_body,
+    chunk_content,
+    failure,
+    http_clients,
+    parse_frames,
+    run_stream,
+    unfinished_reason,
+)
+from services.bench.measure import (
+    cpu_seconds,
+    log_problems,
+    machine_busy_seconds,
+    raise_nofile,
+    service_processes,
+)
+from services.bench.stats import quantile
+from services.bench.system import System
 from services.llmsim.text import answer_tokens
-from tests.kafka_broker import session_broker
-from tests.system import System
 
 LLMSIM_DEFAULT_MAX_TOKENS = 64  # llmsim's default_max_tokens; only used when max_tokens is unset
 WARMUP_STREAMS = 4
-STREAMS_PER_CLIENT = 25  # default sharding of streams over httpx clients (see load())
 BUDGET_S = 280.0  # the whole run (broker, services, load, analysis) stays under 5 minutes
 
 
@@ -65,38 +83,13 @@ def llmsim_env(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all cores, every process), since boot."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
 # --------------------------------------------------------------------------- client side
 
 
-@dataclass(slots=True)
-class Stream:
-    """One client stream: what was sent, and every raw chunk with its receive time."""
-
-    index: int
-    messages: list[dict[str, str]]
-    t_send: float = 0.0
-    t_headers: float = 0.0
-    t_end: float = 0.0
-    status: int | None = None
-    request_id: str | None = None
-    model: str | None = None
-    error: str | None = None
-    chunks: list[tuple[float, bytes]] = field(default_factory=list)
-
-
 @dataclass
-class LoadState:
+class LoadState(StreamCounters):
     """Counters the sampler reads while the load runs."""
 
-    inflight: int = 0  # request sent, response not finished: the gateway holds a connection
-    open: int = 0  # response headers received, body still streaming
-    done: int = 0
     peak_inflight: int = 0
     t_peak: float = 0.0
     rss_at_peak: int = 0
@@ -110,42 +103,17 @@ def prompt(run_id: str, i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"bench {run_id} stream {i}: say something about {i}"}]
 
 
-async def run_stream(
-    client: httpx.AsyncClient, s: Stream, model: str, max_tokens: int, state: LoadState
+async def ramped(
+    delay: float,
+    client: httpx.AsyncClient,
+    s: Stream,
+    model: str,
+    max_tokens: int,
+    state: LoadState,
 ) -> None:
-    """POST one streaming completion and keep its raw body chunks; parsing happens later."""
-    body = {"model": model, "messages": s.messages, "stream": True, "max_tokens": max_tokens}
-    now = time.time
-    chunks = s.chunks
-    state.inflight += 1
-    s.t_send = now()
-    try:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
-            s.t_headers = now()
-            s.status = resp.status_code
-            s.request_id = resp.headers.get("x-request-id")
-            s.model = resp.headers.get("x-tokenbus-model")
-            state.open += 1
-            try:
-                async for chunk in resp.aiter_raw():
-                    chunks.append((now(), chunk))
-            finally:
-                state.open -= 1
-    except asyncio.CancelledError:
-        s.error = "cancelled: not finished by the load deadline"
-        raise
-    except Exception as exc:
-        s.error = f"{type(exc).__name__}: {exc}"[:300]
-    finally:
-        s.t_end = now()
-        state.inflight -= 1
-        state.done += 1
-
-
-async def ramped(delay: float, *args: Any) -> None:
-    """Start `run_stream(*args)` after `delay` (the coroutine is created only then)."""
+    """Start the stream after `delay` (the coroutine is created only then)."""
     await asyncio.sleep(delay)
-    await run_stream(*args)
+    await run_stream(client, s, chat_body(s.messages, model, max_tokens), state)
 
 
 async def sampler(state: LoadState, procs: dict[str, psutil.Process], stop: asyncio.Event) -> None:
@@ -181,39 +149,6 @@ async def sampler(state: LoadState, procs: dict[str, psutil.Process], stop: asyn
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    try:
-        t = proc.cpu_times()
-    except psutil.Error:
-        return math.nan
-    return t.user + t.system
-
-
-def measured_processes(system: System) -> dict[str, psutil.Process]:
-    procs: dict[str, psutil.Process] = {}
-    for sp in system.processes():
-        assert sp.proc is not None
-        procs["gateway" if sp is system.gateway else sp.name] = psutil.Process(sp.proc.pid)
-    ours = {p.pid for p in procs.values()}
-    me = psutil.Process()
-    # A broker this process started (LocalBroker, a java child) is measured too.
-    for child in me.children(recursive=True):
-        try:
-            if child.pid not in ours and "java" in child.name():
-                procs["kafka-broker"] = child
-        except psutil.Error:
-            pass
-    procs["bench-client"] = me
-    return procs
-
-
-def raise_nofile() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 # --------------------------------------------------------------------------- Kafka timestamps
@@ -282,37 +217,6 @@ async def read_timestamps(
 # --------------------------------------------------------------------------- analysis
 
 
-def parse_frames(
-    chunks: list[tuple[float, bytes]],
-) -> tuple[list[tuple[float, int | None, bytes]], bytes]:
-    """SSE frames as (receive time of the chunk that completed it, id, data); and leftovers."""
-    frames: list[tuple[float, int | None, bytes]] = []
-    buf = b""
-    for t, chunk in chunks:
-        buf += chunk.replace(b"\r\n", b"\n")
-        while (i := buf.find(b"\n\n")) >= 0:
-            raw, buf = buf[:i], buf[i + 2 :]
-            seq: int | None = None
-            data: list[bytes] = []
-            for line in raw.split(b"\n"):
-                if line.startswith(b"id:"):
-                    seq = int(line[3:].strip())
-                elif line.startswith(b"data:"):
-                    data.append(line[5:].removeprefix(b" "))
-                # ":" comments (pings) and other fields are ignored
-            if data:
-                frames.append((t, seq, b"\n".join(data)))
-    return frames, buf
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank quantile of an already sorted list (nan when empty)."""
-    if not sorted_values:
-        return math.nan
-    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
-    return sorted_values[k]
-
-
 @dataclass
 class Verdict:
     ok: bool
@@ -322,42 +226,20 @@ class Verdict:
     missing_stamps: int
 
 
-def _unfinished(frames: list[tuple[float, int | None, bytes]], rest: bytes) -> str:
-    """Why a stream did not end with [DONE]: the error frame's code, if it sent one."""
-    last = frames[-1][2][:300].decode(errors="replace") if frames else rest[:300].decode()
-    if '"error"' not in last:
-        return "no [DONE]"
-    try:
-        return f"error frame: {json.loads(last)['error'].get('code')}"
-    except (ValueError, KeyError, AttributeError):
-        return "error frame"
-
-
-def _chunk(data: bytes) -> tuple[str | None, str | None]:
-    """A chunk's id (the request id) and its delta text, if any."""
-    chunk = json.loads(data)
-    choices = chunk.get("choices") or []
-    return chunk.get("id"), choices[0].get("delta", {}).get("content") if choices else None
-
-
 def judge(s: Stream, expected: str, stamps: dict[tuple[str, int], tuple[int, str]]) -> Verdict:
     """ok = HTTP 200, ends with [DONE], one request id throughout, and exactly `expected`."""
-    if s.error or not s.t_send:
-        reason = s.error or "not started: load deadline"
-        return Verdict(False, reason.split(":")[0], None, [], 0)
-    if s.status != 200:
-        body = b"".join(c for _, c in s.chunks)[:200].decode(errors="replace")
-        return Verdict(False, f"http_{s.status}: {body}", None, [], 0)
+    if why := failure(s):
+        return Verdict(False, why, None, [], 0)
     frames, rest = parse_frames(s.chunks)
     if not frames or frames[-1][2] != b"[DONE]":
-        return Verdict(False, _unfinished(frames, rest), None, [], 0)
+        return Verdict(False, unfinished_reason(frames, rest), None, [], 0)
     parts: list[str] = []
     ttft: float | None = None
     lags: list[float] = []
     missing = 0
     rid = s.request_id
     for t, seq, data in frames[:-1]:
-        chunk_id, content = _chunk(data)
+        chunk_id, content = chunk_content(data)
         rid = rid or chunk_id
         if chunk_id != rid:
             return Verdict(False, "chunk id differs from x-request-id", None, [], 0)
@@ -418,25 +300,6 @@ def phase_breakdown(
     return out
 
 
-def log_problems(logs: Path, prefix: str) -> dict[str, dict[str, int]]:
-    """Per service log: counts of warning/error events (and non-JSON lines, e.g. tracebacks)."""
-    found: dict[str, dict[str, int]] = {}
-    for path in sorted(logs.glob(f"{prefix}*.log")):
-        counts: Counter[str] = Counter()
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                if line.strip():
-                    counts["<non-json line>"] += 1
-                continue
-            level = str(rec.get("level", "")).lower()
-            if level in ("warning", "error", "critical", "exception"):
-                counts[f"{level}: {str(rec.get('event'))[:80]}"] += 1
-        found[path.name.removeprefix(prefix)] = dict(counts.most_common(12))
-    return found
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -445,32 +308,22 @@ async def load(
 ) -> dict[str, Any]:
     """Warm up, run the ramped load, read Kafka timestamps, and compute the results."""
     n = args.streams
-    procs = measured_processes(system)
+    procs = service_processes(system)
     gateway = procs["gateway"]
-    timeout = httpx.Timeout(args.timeout, connect=30.0)
-    # httpcore 1.0.x's pool re-scans every connection for every queued request on each request
-    # start and end (AsyncConnectionPool._assign_requests_to_connections, O(conns x requests),
-    # encode/httpcore#1035): one client holding 1000 streams blocks its own event loop for
-    # seconds. So streams are sharded over `--clients` AsyncClients (1 = one shared client).
     n_clients = args.clients or max(1, math.ceil(n / STREAMS_PER_CLIENT))
-    per_client = math.ceil(n / n_clients) + 10
-    limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=system.gateway_url, limits=limits, timeout=timeout, verify=False
-                )
-            )
-            for _ in range(n_clients)
-        ]
+    async with http_clients(system.gateway_url, n, args.timeout, n_clients) as clients:
         client = clients[0]
         # Warm-up (not measured): imports, Kafka metadata, first connections.
         warm_state = LoadState()
         warm = [Stream(-1 - i, prompt(run_id + "-warmup", i)) for i in range(WARMUP_STREAMS)]
         await asyncio.wait_for(
             asyncio.gather(
-                *(run_stream(client, s, args.model, args.tokens, warm_state) for s in warm)
+                *(
+                    run_stream(
+                        client, s, chat_body(s.messages, args.model, args.tokens), warm_state
+                    )
+                    for s in warm
+                )
             ),
             60,
         )

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,8 @@ import h11
 import httpx
 import pytest
 
-from contracts import TOPICS
+from contracts import TOPICS, new_request_id
+from services.tenants.settings import PLACEHOLDER_ID_SECRET
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
 from tests.e2e.usage import usage_of
@@ -110,10 +112,13 @@ class TestResume:
 
     async def test_an_unknown_or_foreign_id_is_a_404(self, system: System):
         async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+            secret = PLACEHOLDER_ID_SECRET.encode()  # the open-mode system's
             for request_id in (
                 "nope",
-                "chatcmpl-1-9-0123456789abcdef",
-                "chatcmpl-10-0-0123456789abcdef",
+                "chatcmpl-10-0-0123456789abcdef",  # the old shape, with no tenant tag
+                new_request_id(9, 1, "dev", secret),  # no partition 9
+                new_request_id(0, 16, "dev", secret),  # nothing then
+                new_request_id(0, int(time.time() * 1000), "other-tenant", secret),
             ):
                 resp = await client.get(f"/v1/streams/{request_id}")
                 assert resp.status_code == 404, request_id

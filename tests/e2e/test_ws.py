@@ -5,7 +5,6 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,11 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from contracts import TOPICS, Completed, Delta, Started, TokenUsage
+from contracts import TOPICS, Completed, Delta, Started, TokenUsage, new_request_id
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
+from services.tenants.database import open_store
+from services.tenants.settings import PLACEHOLDER_ID_SECRET
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.usage import usage_of
 from tests.fakes import serve
@@ -176,7 +177,8 @@ class TestResumeAcrossNodes:
         assert text_of(whole) == direct
 
     async def test_resume_of_an_unknown_stream_is_an_error(self, ws: ClientConnection):
-        unknown = "chatcmpl-1-0-0123456789abcdef"  # a well-formed id from 1970: no events
+        # A well-formed id of this (open-mode) tenant from 1970: no events.
+        unknown = new_request_id(0, 1, "dev", PLACEHOLDER_ID_SECRET.encode())
         await send(ws, type="resume", id="r", request_id=unknown, last_seq=-1)
         error = await recv(ws)
         assert (error["type"], error["code"], error["id"]) == ("error", "stream_not_found", "r")
@@ -262,43 +264,57 @@ class TestBadMessages:
         check_stream(events, request_id, 5)
 
 
-def keyed_gateway(system: System) -> AbstractAsyncContextManager[str]:
+@contextlib.asynccontextmanager
+async def keyed_gateway(system: System, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """A keys-mode gateway (lifespan off: no Kafka needed to authenticate); (its URL, a key)."""
     settings = GatewaySettings(
         bootstrap_servers=system.bootstrap,
         models="sim",
         llmsim_url=f"{system.llmsim_url}/v1",
-        api_keys={"sk-ws-a": "tenant-a"},
+        database_url=f"sqlite+aiosqlite:///{tmp_path}/keys.db",
+        key_pepper="ws-pepper",
+        id_secret="ws-id-secret",
     )
-    return serve(create_app(settings))  # lifespan off: no Kafka needed to authenticate
+    async with open_store(settings) as store:
+        _, key = await store.create_key("tenant-a")
+    app = create_app(settings)
+    try:
+        async with serve(app) as url:
+            yield url, key
+    finally:
+        await app.state.node.auth.store.engine.dispose()
 
 
 class TestAuth:
-    async def test_key_as_subprotocol_is_echoed(self, system: System):
-        async with (
-            keyed_gateway(system) as url,
-            connect(ws_url(url), subprotocols=["bearer.sk-ws-a"]) as conn,  # type: ignore[list-item]
-        ):
-            assert conn.subprotocol == "bearer.sk-ws-a"
-            await send(conn, type="ping")
-            assert await recv(conn) == {"type": "pong"}
+    async def test_key_as_subprotocol_is_echoed(self, system: System, tmp_path: Path):
+        async with keyed_gateway(system, tmp_path) as (url, key):
+            async with connect(ws_url(url), subprotocols=[f"bearer.{key}"]) as conn:  # type: ignore[list-item]
+                assert conn.subprotocol == f"bearer.{key}"
+                await send(conn, type="ping")
+                assert await recv(conn) == {"type": "pong"}
 
-    async def test_a_wrong_key_in_the_handshake_is_refused(self, system: System):
-        async with keyed_gateway(system) as url:
+    async def test_a_wrong_key_in_the_handshake_is_refused(self, system: System, tmp_path: Path):
+        async with keyed_gateway(system, tmp_path) as (url, key):
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(ws_url(url), subprotocols=["bearer.nope"]):  # type: ignore[list-item]
                     pass
             assert refused.value.response.status_code == 401
+            assert "nope" not in refused.value.response.body.decode()
             with pytest.raises(InvalidStatus):
                 async with connect(ws_url(url), additional_headers={"authorization": "Bearer x"}):
                     pass
+            # A key in the query string is never read: the socket waits for an `auth`.
+            async with connect(ws_url(url) + f"?api_key={key}") as conn:
+                await send(conn, type="resume", request_id="x")
+                assert (await recv(conn))["code"] == "invalid_api_key"
 
-    async def test_key_as_first_message(self, system: System):
-        async with keyed_gateway(system) as url, connect(ws_url(url)) as conn:
+    async def test_key_as_first_message(self, system: System, tmp_path: Path):
+        async with keyed_gateway(system, tmp_path) as (url, key), connect(ws_url(url)) as conn:
             await send(conn, type="cancel", id=1, request_id="chatcmpl-1-0-0123456789abcdef")
             assert (await recv(conn))["code"] == "invalid_api_key"
             await send(conn, type="auth", api_key="sk-wrong")
             assert (await recv(conn))["code"] == "invalid_api_key"
-            await send(conn, type="auth", id="a", api_key="sk-ws-a")
+            await send(conn, type="auth", id="a", api_key=key)
             assert await recv(conn) == {"type": "ack", "action": "auth", "id": "a"}
             await send(conn, type="resume", request_id="bad-id")
             assert (await recv(conn))["code"] == "stream_not_found"  # now past auth
@@ -334,7 +350,7 @@ async def fake_worker_gateway(
             bootstrap_servers="127.0.0.1:1",
             models="sim",
             llmsim_url="http://127.0.0.1:1/v1",
-            **settings,
+            **{"auth_mode": "open", **settings},
         )
     )
     publisher = RecordingPublisher()

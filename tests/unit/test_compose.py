@@ -21,13 +21,16 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_core import to_jsonable_python
 from pydantic_settings import BaseSettings
+from sqlalchemy.engine import make_url
 
 from contracts import TOPICS
+from services.analytics.settings import AnalyticsSettings
 from services.cli import app as cli_app
 from services.common.settings import KafkaSettings
 from services.gateway.settings import GatewaySettings
 from services.inference.settings import InferenceSettings
 from services.llmsim.settings import LlmsimSettings
+from services.localmodel.settings import LocalModelSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -38,9 +41,11 @@ EDGE = "edge"  # the load balancer in front of the gateway nodes
 
 # `tokenbus <command>` -> the Settings class that command builds (see services/cli.py).
 SETTINGS: dict[str, type[BaseSettings]] = {
+    "analytics": AnalyticsSettings,
     "gateway": GatewaySettings,
     "inference": InferenceSettings,
     "llmsim": LlmsimSettings,
+    "localmodel": LocalModelSettings,
     "topics": KafkaSettings,
 }
 # Subcommands that are not a long-running container, and why.
@@ -48,6 +53,10 @@ NOT_SERVICES = {
     "topics": "one-shot job",
     "dev": "runs everything as local processes",
     "route-eval": "offline report on a labelled file",
+    "usage": "a report client of the analytics API",
+    "bench": "a benchmark that starts its own system",
+    "keys": "API key administration",
+    "tenants": "tenant administration",
 }
 # Read straight from os.environ by the code rather than through a Settings class.
 READ_DIRECTLY = {"OPENAI_API_KEY": "services/common/models.py"}
@@ -245,9 +254,55 @@ def test_kafka_clients_use_the_advertised_listener() -> None:
     advertised = _environment(SERVICES["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
     plaintext = next(e for e in advertised.split(",") if e.startswith("PLAINTEXT://"))
     address = plaintext.removeprefix("PLAINTEXT://")
-    for command in ("gateway", "inference", "topics"):
+    for command in ("analytics", "gateway", "inference", "topics"):
         for name, svc in _services_by_command()[command]:
             assert _environment(svc).get("KAFKA_BOOTSTRAP_SERVERS") == address, name
+
+
+# --- analytics and postgres -------------------------------------------------------------
+
+
+def _postgres() -> tuple[str, dict[str, Any]]:
+    [(name, svc)] = [
+        (n, s) for n, s in SERVICES.items() if s.get("image", "").startswith("postgres:")
+    ]
+    return name, svc
+
+
+def test_postgres_is_16_alpine_and_healthy_by_pg_isready() -> None:
+    _, svc = _postgres()
+    assert svc["image"] == "postgres:16-alpine"
+    assert " ".join(svc["healthcheck"]["test"]).count("pg_isready") == 1
+
+
+def test_analytics_waits_for_topics_and_a_healthy_postgres() -> None:
+    name, svc = _service("analytics")
+    postgres, _ = _postgres()
+    topics_name, _ = _service("topics")
+    assert svc["depends_on"][postgres]["condition"] == "service_healthy", name
+    assert svc["depends_on"][topics_name]["condition"] == "service_completed_successfully"
+
+
+def test_analytics_reads_the_postgres_database_from_database_url() -> None:
+    _, svc = _service("analytics")
+    env = _environment(svc)
+    assert _field_for(AnalyticsSettings, "DATABASE_URL") == "database_url"
+    url = make_url(env["DATABASE_URL"])
+    postgres, pg = _postgres()
+    pg_env = _environment(pg)
+    assert url.drivername == "postgresql+asyncpg", "the async driver analytics ships with"
+    assert (url.host, url.port or 5432) == (postgres, 5432)
+    assert (url.username, url.password, url.database) == (
+        pg_env["POSTGRES_USER"],
+        pg_env["POSTGRES_PASSWORD"],
+        pg_env["POSTGRES_DB"],
+    )
+
+
+def test_analytics_publishes_its_api_port() -> None:
+    _, svc = _service("analytics")
+    port = _default_port("analytics")
+    assert [str(p) for p in svc["ports"]] == [f"{port}:{port}"]
 
 
 def test_gateway_nodes_split_the_reply_partitions() -> None:

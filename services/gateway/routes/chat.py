@@ -17,17 +17,19 @@ from contracts import (
     ErrorCode,
     Failed,
     Started,
-    new_request_id,
     utcnow,
 )
 from services.common.logging import bind_request
+from services.common.redact import content_for_log
 from services.fanout.hub import SubscriberDropped, Subscription
-from services.gateway.auth import TenantDep
+from services.gateway.admission import admit
+from services.gateway.auth import CallerDep
 from services.gateway.errors import ApiError, error_for_code
 from services.gateway.limits import check_input
 from services.gateway.node import GatewayNode, NodeDep
-from services.gateway.openai_wire import ChatCompletionRequest, completion_body
+from services.gateway.openai_wire import ChatCompletionRequest, completion_body, header_value
 from services.gateway.sse import FrameRenderer, sse_frames
+from services.tenants.limiter import Ticket
 
 router = APIRouter()
 DeadlineHeader = Annotated[
@@ -45,16 +47,16 @@ log = structlog.get_logger("gateway")
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest,
-    tenant: TenantDep,
+    caller: CallerDep,
     node: NodeDep,
     deadline_s: DeadlineHeader = None,
 ) -> EventSourceResponse | JSONResponse:
     check_input(body, node.settings.limits)
     partition = node.reply_partition()
-    request_id = new_request_id(partition, int(time.time() * 1000))
+    request_id = node.new_request_id(partition, caller.tenant, int(time.time() * 1000))
     request = ChatRequested(
         request_id=request_id,
-        tenant_id=tenant,
+        tenant_id=caller.tenant,
         model=body.model,
         messages=tuple(body.messages),
         params=body.passthrough_params(),
@@ -65,7 +67,8 @@ async def chat_completions(
     )
     with bind_request(request_id=request_id):
         try:
-            return await _answer(node, request, body)
+            ticket, rate_headers = await admit(node, caller, body, request_id)
+            return await _answer(node, request, body, ticket, rate_headers)
         except ApiError as exc:
             # Errors name the request too, so it can be found in logs and usage.
             exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
@@ -73,42 +76,58 @@ async def chat_completions(
 
 
 async def _answer(
-    node: GatewayNode, request: ChatRequested, body: ChatCompletionRequest
+    node: GatewayNode,
+    request: ChatRequested,
+    body: ChatCompletionRequest,
+    ticket: Ticket | None,
+    rate_headers: dict[str, str],
 ) -> EventSourceResponse | JSONResponse:
-    sub = node.hub.subscribe(request.request_id)
+    """The answer; the stream's end (whichever way) releases `ticket`."""
+    request_id, tokens = request.request_id, None
     try:
-        started = await _submit(node, sub, request)
-    except BaseException:
-        sub.close()
-        raise
-    headers = _route_headers(request.request_id, started)
-    if body.stream:
-        request_id = request.request_id
-        frames = sse_frames(
-            sub,
-            FrameRenderer(request_id),
-            first=started,
-            idle_timeout_s=node.settings.idle_timeout_s,
-            on_detach=lambda: node.detach(request_id),
-        )
-        return EventSourceResponse(
-            frames, headers=headers, sep="\n", ping=15, send_timeout=node.settings.send_timeout_s
-        )
-    with sub:
-        answer = await _collect(sub, started, node.settings.idle_timeout_s)
-        return JSONResponse(answer, headers=headers)
+        sub = node.hub.subscribe(request_id)
+        try:
+            started = await _submit(node, sub, request)
+        except BaseException:
+            sub.close()
+            raise
+        headers = {**_route_headers(request_id, started), **rate_headers}
+        if body.stream:
+            owned, ticket = ticket, None  # from here on, the frames release it
+            frames = sse_frames(
+                sub,
+                FrameRenderer(request_id),
+                first=started,
+                idle_timeout_s=node.settings.idle_timeout_s,
+                on_detach=lambda: node.detach(request_id),
+                on_end=lambda total: node.release(owned, total),
+            )
+            return EventSourceResponse(
+                frames,
+                headers=headers,
+                sep="\n",
+                ping=15,
+                send_timeout=node.settings.send_timeout_s,
+            )
+        with sub:
+            answer = await _collect(sub, started, node.settings.idle_timeout_s)
+            tokens = answer["usage"]["total_tokens"]
+            return JSONResponse(answer, headers=headers)
+    finally:
+        node.release(ticket, tokens)
 
 
 def _route_headers(request_id: str, started: Started) -> dict[str, str]:
     headers = {
         "x-request-id": request_id,
-        "x-tokenbus-route": started.tier,
-        "x-tokenbus-model": started.model,
-        "x-tokenbus-route-reason": started.route_reason,
+        "x-tokenbus-route": header_value(started.tier),
+        # The client may name any model: one outside printable ASCII is percent-encoded.
+        "x-tokenbus-model": header_value(started.model),
+        "x-tokenbus-route-reason": header_value(started.route_reason),
     }
     if started.route_score is not None:
         headers["x-tokenbus-route-score"] = f"{started.route_score:.3f}"
-        headers["x-tokenbus-route-features"] = ",".join(started.route_features)
+        headers["x-tokenbus-route-features"] = header_value(",".join(started.route_features))
     return headers
 
 
@@ -124,7 +143,12 @@ async def _submit(node: GatewayNode, sub: Subscription, request: ChatRequested) 
             type_="api_error",
             code="service_unavailable",
         ) from exc
-    log.info("request_published", tenant=request.tenant_id, model=request.model)
+    log.info(
+        "request_published",
+        tenant=request.tenant_id,
+        model=request.model,
+        **content_for_log(node.settings.log_content, request.messages),
+    )
     try:
         async with asyncio.timeout(node.settings.first_event_timeout_s):
             first = await sub.next()

@@ -4,14 +4,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from services.gateway.auth import TenantDep
+from services.gateway.auth import CallerDep
 from services.gateway.node import NodeDep
 
 router = APIRouter()
 
 
 @router.get("/v1/models")
-async def list_models(node: NodeDep, _: TenantDep) -> dict[str, Any]:
+async def list_models(node: NodeDep, _: CallerDep) -> dict[str, Any]:
     names = ["auto", *node.models.tiers, *node.models.concrete_models()]
     return {
         "object": "list",

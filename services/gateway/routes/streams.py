@@ -1,4 +1,8 @@
-"""GET /v1/streams/{id}: watch or resume a request's stream (on any node); DELETE cancels."""
+"""GET /v1/streams/{id}: watch or resume a request's stream (on any node); DELETE cancels.
+
+Only the tenant that made a request can reach it: the id carries a keyed tag of its tenant,
+and another tenant's id answers 404, exactly like one that never existed.
+"""
 
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -9,7 +13,7 @@ from sse_starlette import EventSourceResponse
 from contracts import RequestRef, parse_request_id
 from services.fanout.history import HistoryReader
 from services.fanout.hub import Subscription
-from services.gateway.auth import TenantDep
+from services.gateway.auth import Caller, CallerDep
 from services.gateway.errors import ApiError
 from services.gateway.node import GatewayNode, NodeDep
 from services.gateway.sse import FrameRenderer, sse_frames
@@ -24,9 +28,9 @@ LastEventIdQuery = Annotated[
 ]
 
 
-def _ref(node: GatewayNode, request_id: str) -> RequestRef:
+def _ref(node: GatewayNode, request_id: str, caller: Caller) -> RequestRef:
     ref = parse_request_id(request_id)
-    if ref is None or ref.partition >= node.settings.topics.tokens.partitions:
+    if ref is None or not node.owns(request_id, caller.tenant):
         raise _not_found(request_id)
     return ref
 
@@ -41,11 +45,11 @@ def _not_found(request_id: str) -> ApiError:
 async def watch_stream(
     request_id: str,
     node: NodeDep,
-    _: TenantDep,
+    caller: CallerDep,
     last_event_id: LastEventIdHeader = None,
     after: LastEventIdQuery = None,
 ) -> EventSourceResponse:
-    ref = _ref(node, request_id)
+    ref = _ref(node, request_id, caller)
     settings = node.settings
     sub = Subscription(None, request_id, settings.subscriber_buffer)
     reader = HistoryReader(
@@ -89,7 +93,7 @@ async def _stopping(frames: AsyncIterator[bytes], reader: HistoryReader) -> Asyn
 
 
 @router.delete("/v1/streams/{request_id}", status_code=202)
-async def cancel_stream(request_id: str, node: NodeDep, _: TenantDep) -> dict[str, Any]:
-    _ref(node, request_id)
+async def cancel_stream(request_id: str, node: NodeDep, caller: CallerDep) -> dict[str, Any]:
+    _ref(node, request_id, caller)
     await node.publisher.cancel(request_id, reason="client")
     return {"id": request_id, "object": "chat.completion.cancel", "status": "cancelling"}

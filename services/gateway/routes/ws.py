@@ -6,10 +6,12 @@ This module authenticates the handshake; `services.gateway.ws_session` runs the 
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
+from services.gateway.auth import bearer, store_unavailable
 from services.gateway.errors import ApiError
 from services.gateway.node import GatewayNode
-from services.gateway.ws_session import Session, tenant_for_key
+from services.gateway.ws_session import Session
 
 router = APIRouter()
 
@@ -19,27 +21,27 @@ BEARER = "bearer."  # Sec-WebSocket-Protocol: bearer.<key>, for browsers (they c
 @router.websocket("/v1/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Keys: `Sec-WebSocket-Protocol: bearer.<key>` (echoed back), `Authorization: Bearer`,
-    or a first `auth` message; none needed in development mode (no keys configured)."""
+    or a first `auth` message (never the query string); none in open mode."""
     node: GatewayNode = websocket.app.state.node
     subprotocol = next((p for p in websocket.scope["subprotocols"] if p.startswith(BEARER)), None)
-    key = subprotocol[len(BEARER) :] if subprotocol else _header_key(websocket)
-    tenant = tenant_for_key(node.settings.api_keys, key)
-    if tenant is None and key is not None:
-        await _deny(websocket)  # a wrong key in the handshake: 401, as on HTTP
+    header = websocket.headers.get("authorization")
+    key = subprotocol[len(BEARER) :] if subprotocol else bearer(header)
+    try:
+        caller = await node.auth.caller(key)
+    except (SQLAlchemyError, OSError):
+        await _deny(websocket, store_unavailable())
+        return
+    if caller is None and key is not None:
+        # A wrong key in the handshake: 401, as on HTTP. Never echo the key back.
+        await _deny(websocket, ApiError(401, "Incorrect API key.", code="invalid_api_key"))
         return
     await websocket.accept(subprotocol=subprotocol)
-    await Session(websocket, node, tenant).run()
+    await Session(websocket, node, caller).run()
 
 
-def _header_key(websocket: WebSocket) -> str | None:
-    scheme, _, key = websocket.headers.get("authorization", "").partition(" ")
-    return key.strip() if scheme.lower() == "bearer" else None
-
-
-async def _deny(websocket: WebSocket) -> None:
-    # Never echo the key back: it may be a real secret pasted in the wrong place.
-    err = ApiError(401, "Incorrect API key.", code="invalid_api_key")
+async def _deny(websocket: WebSocket, err: ApiError) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse(err.body(), status_code=401))
+        response = JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+        await websocket.send_denial_response(response)
     else:
-        await websocket.close(code=1008)
+        await websocket.close(code=1008 if err.status == 401 else 1013)

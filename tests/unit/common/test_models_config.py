@@ -7,15 +7,58 @@ from pydantic import ValidationError
 
 from contracts import TokenUsage
 from services.common.models import load_models
+from services.common.settings import ModelsSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "infra" / "models" / "openai-and-vllm.yaml"
 
 
 class TestProfiles:
-    def test_sim_is_the_default_without_an_openai_key(self, monkeypatch: pytest.MonkeyPatch):
+    def test_local_is_the_default_without_an_openai_key(self, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-        assert load_models(None, "http://sim/v1").profile == "sim"
+        assert load_models(None, "http://sim/v1").profile == "local"
+        assert load_models("", "http://sim/v1").profile == "local"  # compose's empty default
+
+    def test_the_local_profile_puts_both_tiers_on_the_local_model_for_free(self):
+        config = load_models(
+            "local", "http://sim/v1", localmodel_url="http://lm:9/v1", localmodel_parallel=2
+        )
+        assert config.profile == "local"
+        small, large = config.tiers["small"], config.tiers["large"]
+        assert [b.name for b in small] == ["local-small"]
+        assert [b.name for b in large] == ["local-large"]
+        for backend in (*small, *large):
+            assert str(backend.base_url) == "http://lm:9/v1"
+            assert backend.model == "smollm2-135m"
+            assert backend.max_concurrency == 2  # the server's slots
+            assert backend.api_key() == "unused"
+            usage = TokenUsage(prompt_tokens=1_000_000, completion_tokens=1_000_000)
+            assert backend.cost_usd(usage) == 0.0
+        assert config.concrete_models() == ["smollm2-135m"]
+
+    def test_the_local_profile_defaults_to_the_local_model_server_port(self):
+        config = load_models("local", "http://sim/v1")
+        backend = config.tiers["small"][0]
+        assert str(backend.base_url) == "http://127.0.0.1:8091/v1"
+        assert backend.max_concurrency == 4
+
+    def test_sim_only_when_asked_for(self, monkeypatch: pytest.MonkeyPatch):
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+        config = load_models("sim", "http://sim/v1")
+        assert config.profile == "sim"
+        assert config.concrete_models() == ["llmsim-large", "llmsim-small"]
+
+    def test_models_settings_read_the_local_model_url_and_slots(
+        self, monkeypatch: pytest.MonkeyPatch
+    ):
+        monkeypatch.setenv("TOKENBUS_LOCALMODEL_URL", "http://localmodel:8091/v1")
+        monkeypatch.setenv("TOKENBUS_LOCALMODEL_PARALLEL", "3")
+        settings = ModelsSettings()
+        assert settings.localmodel_url == "http://localmodel:8091/v1"
+        assert settings.localmodel_parallel == 3
+        monkeypatch.delenv("TOKENBUS_LOCALMODEL_URL")
+        monkeypatch.delenv("TOKENBUS_LOCALMODEL_PARALLEL")
+        assert ModelsSettings().localmodel_url == "http://127.0.0.1:8091/v1"
 
     def test_openai_is_the_default_with_a_key(self, monkeypatch: pytest.MonkeyPatch):
         monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
@@ -25,7 +68,7 @@ class TestProfiles:
         assert [b.model for b in config.tiers["large"]] == ["gpt-4.1"]
 
     def test_an_unknown_profile_is_refused(self):
-        with pytest.raises(ValueError, match="expected 'sim', 'openai' or a tiers file"):
+        with pytest.raises(ValueError, match="expected 'local', 'openai', 'sim' or a tiers file"):
             load_models("gpt", "http://sim/v1")
 
 

@@ -29,6 +29,7 @@ from contracts import (
     UsageRecorded,
     new_request_id,
     parse_request_id,
+    request_belongs,
 )
 from contracts.stream import delta_json
 
@@ -297,35 +298,58 @@ class TestTopics:
 
 
 class TestRequestId:
+    SECRET = b"id-secret"
+
     def test_round_trip(self) -> None:
-        request_id = new_request_id(partition=7, created_ms=1_730_000_000_123)
+        request_id = new_request_id(7, 1_730_000_000_123, "acme", self.SECRET)
         ref = parse_request_id(request_id)
         assert ref is not None
         assert (ref.partition, ref.created_ms) == (7, 1_730_000_000_123)
 
     def test_looks_like_an_openai_completion_id_and_is_unique(self) -> None:
-        a, b = new_request_id(0, 1), new_request_id(0, 1)
+        a, b = new_request_id(0, 1, "acme", self.SECRET), new_request_id(0, 1, "acme", self.SECRET)
         assert a.startswith("chatcmpl-")
         assert a != b
+
+    def test_belongs_to_its_tenant_only(self) -> None:
+        request_id = new_request_id(3, 1_730_000_000_123, "acme", self.SECRET)
+        assert request_belongs(request_id, "acme", self.SECRET)
+        assert not request_belongs(request_id, "other", self.SECRET)
+        assert not request_belongs(request_id, "acme", b"another secret")
+
+    def test_any_change_to_the_id_breaks_the_tag(self) -> None:
+        request_id = new_request_id(3, 1_730_000_000_123, "acme", self.SECRET)
+        body, _, tag = request_id.rpartition("-")
+        forged = [
+            request_id.replace("-3-", "-2-"),  # another partition
+            request_id.replace(f"{1_730_000_000_123:x}", f"{1_730_000_000_124:x}"),  # time
+            f"{body[:-1]}{'0' if body[-1] != '0' else '1'}-{tag}",  # random part
+            f"{body}-{'0' * 16}",
+        ]
+        for other in forged:
+            assert parse_request_id(other) is not None  # well formed ...
+            assert not request_belongs(other, "acme", self.SECRET)  # ... but not acme's
 
     @pytest.mark.parametrize(
         "foreign",
         [
             "",
             "chatcmpl-9A8b7C6d5E4f3G2h1",  # OpenAI's own shape
+            "chatcmpl-18bcfe56800-2-0123456789abcdef",  # no tag (the old shape)
             "chatcmpl-18bcfe56800-2",  # no random part
-            "chatcmpl-18bcfe56800-2-0123456789ABCDEF",  # upper-case hex
-            "chatcmpl-18bcfe56800-12345-0123456789abcdef",  # partition too long
-            "chatcmpl-18bcfe56800-2-0123456789abcdef-extra",
-            "xchatcmpl-18bcfe56800-2-0123456789abcdef",
-            "chatcmpl-18bcfe56800-2-0123456789abcdef\n",
+            "chatcmpl-18bcfe56800-2-0123456789ABCDEF-0123456789abcdef",  # upper-case hex
+            "chatcmpl-18bcfe56800-12345-0123456789abcdef-0123456789abcdef",  # partition too long
+            "chatcmpl-18bcfe56800-2-0123456789abcdef-0123456789abcdef-extra",
+            "xchatcmpl-18bcfe56800-2-0123456789abcdef-0123456789abcdef",
+            "chatcmpl-18bcfe56800-2-0123456789abcdef-0123456789abcdef\n",
         ],
     )
     def test_foreign_ids_are_rejected(self, foreign: str) -> None:
         assert parse_request_id(foreign) is None
+        assert not request_belongs(foreign, "acme", self.SECRET)
 
     def test_fits_the_event_envelope(self) -> None:
-        request_id = new_request_id(partition=9999, created_ms=2**47)
+        request_id = new_request_id(9999, 2**47, "t" * 128, self.SECRET)
         assert CancelRequested(request_id=request_id).request_id == request_id
 
 

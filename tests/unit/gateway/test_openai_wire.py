@@ -9,7 +9,12 @@ from pydantic import ValidationError
 
 from contracts import TokenUsage
 from services.gateway.errors import _param
-from services.gateway.openai_wire import ChatCompletionRequest, ChunkFormatter, completion_body
+from services.gateway.openai_wire import (
+    ChatCompletionRequest,
+    ChunkFormatter,
+    completion_body,
+    header_value,
+)
 
 REQUEST_ID = "chatcmpl-18bcfe56800-0-0123456789abcdef"
 USAGE = TokenUsage(prompt_tokens=11, completion_tokens=4, total_tokens=15)
@@ -217,3 +222,17 @@ class TestParam:
     )
     def test_loc_to_openai_param(self, loc: tuple[Any, ...], param: str | None) -> None:
         assert _param(loc) == param
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("gpt-4.1", "gpt-4.1"),
+        ("Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct"),
+        ("模型", "%E6%A8%A1%E5%9E%8B"),
+        ("a\r\nset-cookie: x", "a%0D%0Aset-cookie: x"),
+        ("100%", "100%25"),
+    ],
+)
+def test_a_model_name_becomes_a_safe_header_value(name: str, value: str) -> None:
+    assert header_value(name) == value

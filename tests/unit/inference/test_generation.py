@@ -86,7 +86,7 @@ class FakeSend:
 
 def _request(**params: Any) -> ChatRequested:
     return ChatRequested(
-        request_id=new_request_id(PARTITION, int(time.time() * 1000)),
+        request_id=new_request_id(PARTITION, int(time.time() * 1000), "acme", b"secret"),
         tenant_id="acme",
         model="small",
         messages=MESSAGES,

@@ -1,0 +1,1 @@
+"""Alembic migrations of the analytics tables (run by `services.analytics.migrate`)."""

@@ -1,0 +1,82 @@
+"""The usage API's query: parsed and checked once, so bad input is a 400 before any SQL."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+GROUP_KEYS = ("hour", "day", "model", "route", "tenant", "tier", "status")
+STATUSES = ("ok", "failed", "cancelled")
+FILTERS = ("tenant", "model", "route", "status")
+
+
+class QueryError(ValueError):
+    """A query parameter the API cannot use; `param` names it."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Rows with `start <= started_at < end` matching every filter, grouped by `group_by`."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    tenant: str | None = None
+    model: str | None = None
+    route: str | None = None
+    status: str | None = None
+    group_by: tuple[str, ...] = ()
+
+    def for_tenant(self, tenant: str) -> "UsageQuery":
+        return replace(self, tenant=tenant)
+
+
+def parse_time(raw: str, param: str) -> datetime:
+    """ISO 8601 date or date-time; without an offset it is UTC."""
+    try:
+        value = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise QueryError(
+            f"Invalid value for '{param}': {raw!r} is not an ISO 8601 date or date-time "
+            "(e.g. 2025-01-31 or 2025-01-31T12:00:00Z).",
+            param=param,
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_group_by(raw: str | None) -> tuple[str, ...]:
+    keys: list[str] = []
+    for part in (raw or "").split(","):
+        key = part.strip().lower()
+        if not key:
+            continue
+        if key not in GROUP_KEYS:
+            raise QueryError(
+                f"Invalid value for 'group_by': {key!r}; expected any of {', '.join(GROUP_KEYS)}"
+                " (comma-separated).",
+                param="group_by",
+            )
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
+
+
+def parse_query(params: Mapping[str, str | None]) -> UsageQuery:
+    """Build a `UsageQuery` from raw query parameters (`from`, `to`, filters, `group_by`)."""
+    unknown = sorted(set(params) - {"from", "to", "group_by", *FILTERS})
+    if unknown:  # a typo (`tennant=`) would otherwise silently widen the answer
+        raise QueryError(f"Unknown query parameter '{unknown[0]}'.", param=unknown[0])
+    start = parse_time(params["from"], "from") if params.get("from") else None
+    end = parse_time(params["to"], "to") if params.get("to") else None
+    if start and end and start > end:
+        raise QueryError("'from' must not be later than 'to'.", param="from")
+    filters = {name: (params.get(name) or "").strip() or None for name in FILTERS}
+    if filters["status"] is not None and filters["status"] not in STATUSES:
+        raise QueryError(
+            f"Invalid value for 'status': expected one of {', '.join(STATUSES)}.", param="status"
+        )
+    return UsageQuery(
+        start=start, end=end, group_by=parse_group_by(params.get("group_by")), **filters
+    )

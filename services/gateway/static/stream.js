@@ -1,0 +1,227 @@
+// One streamed chat answer: POST /v1/chat/completions read as SSE from fetch's body stream,
+// resumed after a cut with GET /v1/streams/{id} and Last-Event-ID.
+//
+// Why fetch and not EventSource: EventSource cannot POST a body nor send an Authorization
+// header, and its automatic reconnect would re-send the request instead of resuming it.
+
+/** An HTTP error answer, in OpenAI's error shape. */
+export class HttpError extends Error {
+  constructor(status, message, code, retryAfterS) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.code = code;
+    this.retryAfterS = retryAfterS; // seconds, or null
+  }
+}
+
+/** An error inside the stream (`data: {"error": ...}`), or a reconnect that gave up. */
+export class StreamError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "StreamError";
+    this.code = code;
+  }
+}
+
+// Errors after which the same request can be resumed from the last event id; the gateway
+// says so in their messages. Any other stream error ends the answer.
+const RESUMABLE = new Set(["slow_consumer", "stream_timeout"]);
+const MAX_RECONNECTS = 8; // ~25 s of backoff in all: longer than a Wi-Fi hand-over
+const BACKOFF_BASE_MS = 300;
+const BACKOFF_CAP_MS = 5000;
+
+/** Frames `{id, data}` of an SSE body; `id` is null when the frame has none. */
+export async function* sseFrames(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let id = null;
+  let data = [];
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return; // a frame without its blank line was cut off: it was never shown
+      let text = buffer + value;
+      // A trailing CR may be the first half of CRLF: keep it until the next chunk.
+      let tail = "";
+      if (text.endsWith("\r")) {
+        tail = "\r";
+        text = text.slice(0, -1);
+      }
+      const lines = text.split(/\r\n|\r|\n/);
+      buffer = lines.pop() + tail;
+      for (const line of lines) {
+        if (line === "") {
+          if (data.length) yield { id, data: data.join("\n") };
+          id = null;
+          data = [];
+          continue;
+        }
+        if (line.startsWith(":")) continue; // a comment: the server's keep-alive ping
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "data") data.push(value);
+        else if (field === "id") id = value;
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {}); // frees the connection when the caller stops early
+  }
+}
+
+function authHeaders(apiKey) {
+  return apiKey ? { authorization: `Bearer ${apiKey}` } : {};
+}
+
+/** Seconds from a Retry-After header (delta-seconds or an HTTP date), or null. */
+function retryAfter(header) {
+  if (!header) return null;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return Math.max(0, Math.ceil(seconds));
+  const date = Date.parse(header);
+  return Number.isNaN(date) ? null : Math.max(0, Math.ceil((date - Date.now()) / 1000));
+}
+
+export async function httpError(response) {
+  let message = response.statusText || `HTTP ${response.status}`;
+  let code = null;
+  try {
+    const body = await response.json();
+    message = body?.error?.message || message;
+    code = body?.error?.code ?? null;
+  } catch {
+    // not JSON (a proxy's error page): the status says enough
+  }
+  return new HttpError(response.status, message, code, retryAfter(response.headers.get("retry-after")));
+}
+
+/** Wait `ms`, or reject at once when `signal` aborts (Stop during a backoff). */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+function backoffMs(attempt) {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1));
+  return Math.round(ceiling * (0.5 + Math.random() / 2)); // jitter: clients cut together retry apart
+}
+
+/**
+ * Stream one answer. `on` receives: response({requestId, route, model, score, reason}),
+ * delta(text), model(name), finish(reason), usage(usage), connectionLost(attempt, delayMs),
+ * reconnected(). Resolves at `[DONE]`; rejects with HttpError (before or on resume),
+ * StreamError, a TypeError (gateway unreachable) or the signal's AbortError.
+ */
+export async function streamChat({ body, apiKey, signal, on }) {
+  const response = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "text/event-stream", ...authHeaders(apiKey) },
+    body: JSON.stringify(body),
+    signal,
+  });
+  if (!response.ok) throw await httpError(response);
+  const headers = response.headers;
+  const requestId = headers.get("x-request-id");
+  on.response?.({
+    requestId,
+    route: headers.get("x-tokenbus-route"),
+    model: headers.get("x-tokenbus-model"),
+    score: headers.get("x-tokenbus-route-score"),
+    reason: headers.get("x-tokenbus-route-reason"),
+  });
+  signal.throwIfAborted(); // Stop may have been pressed while the request was queued
+
+  const state = { lastId: null, done: false, model: headers.get("x-tokenbus-model") };
+  let current = response;
+  for (;;) {
+    try {
+      await consume(current, state, on);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      if (!(err instanceof TypeError) && !(err instanceof StreamError && RESUMABLE.has(err.code))) {
+        throw err;
+      }
+      // a network error mid-body, or a resumable stream error: resume below
+    }
+    if (state.done) return;
+    current = await reconnect(requestId, state, apiKey, signal, on);
+  }
+}
+
+/** Hand the frames of one response to `on`; returns when it ends, with or without [DONE]. */
+async function consume(response, state, on) {
+  for await (const frame of sseFrames(response.body)) {
+    const id = frame.id === null ? null : Number(frame.id);
+    // The gateway sends only frames after Last-Event-ID; this guard keeps a duplicate from
+    // ever reaching the screen even if a proxy replays.
+    if (id !== null && state.lastId !== null && id <= state.lastId) continue;
+    if (frame.data === "[DONE]") {
+      state.done = true;
+      return;
+    }
+    const chunk = JSON.parse(frame.data);
+    if (chunk.error) {
+      if (id !== null) state.lastId = id;
+      throw new StreamError(chunk.error.code || "stream_error", chunk.error.message || "The stream failed.");
+    }
+    if (chunk.model && chunk.model !== state.model) {
+      state.model = chunk.model; // a fallback to another backend before the first token
+      on.model?.(chunk.model);
+    }
+    const choice = chunk.choices?.[0];
+    if (choice?.delta?.content) on.delta?.(choice.delta.content);
+    if (choice?.finish_reason) on.finish?.(choice.finish_reason);
+    if (chunk.usage) on.usage?.(chunk.usage);
+    // Only now is the frame shown, so only now may a resume start after it.
+    if (id !== null) state.lastId = id;
+  }
+}
+
+/** A new response continuing after `state.lastId`, or throws when resuming cannot work. */
+async function reconnect(requestId, state, apiKey, signal, on) {
+  for (let attempt = 1; attempt <= MAX_RECONNECTS; attempt++) {
+    const delay = backoffMs(attempt);
+    on.connectionLost?.(attempt, delay);
+    await sleep(delay, signal);
+    const headers = authHeaders(apiKey);
+    if (state.lastId !== null) headers["last-event-id"] = String(state.lastId);
+    let response;
+    try {
+      response = await fetch(`/v1/streams/${encodeURIComponent(requestId)}`, {
+        headers: { accept: "text/event-stream", ...headers },
+        signal,
+      });
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      continue; // still offline
+    }
+    if (response.ok) {
+      on.reconnected?.();
+      return response;
+    }
+    // 429 and 5xx may pass; 401 or 404 will not get better by retrying.
+    if (response.status !== 429 && response.status < 500) throw await httpError(response);
+  }
+  throw new StreamError("connection_lost", "The connection was lost and could not be restored.");
+}
+
+/** Ask the gateway to stop generating (the worker closes the upstream stream). */
+export function cancelStream(requestId, apiKey) {
+  // keepalive: the cancel still goes out if the tab is closing.
+  return fetch(`/v1/streams/${encodeURIComponent(requestId)}`, {
+    method: "DELETE",
+    headers: authHeaders(apiKey),
+    keepalive: true,
+  });
+}

@@ -1,0 +1,164 @@
+// The conversation's DOM: one <article> per turn. Model text only ever reaches the page
+// through renderMarkdown (sanitized) or textContent, never through innerHTML directly.
+import { renderMarkdown } from "./markdown.js";
+import { HttpError, StreamError } from "./stream.js";
+
+const conversation = document.getElementById("conversation");
+const empty = document.getElementById("empty"); // the first-visit hint, inside the conversation
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function scrollToEnd() {
+  // Follow the answer only when the reader is already at the bottom: someone who scrolled
+  // up to re-read must not be yanked down by every token.
+  const gap = conversation.scrollHeight - conversation.scrollTop - conversation.clientHeight;
+  if (gap < 80) conversation.scrollTop = conversation.scrollHeight;
+}
+
+export function clearConversation() {
+  conversation.replaceChildren(empty);
+  empty.hidden = false;
+}
+
+export function addUserTurn(text) {
+  empty.hidden = true;
+  const turn = el(
+    "article",
+    { class: "turn user", "aria-label": "You" },
+    el("div", { class: "bubble", text }),
+  );
+  conversation.append(turn);
+  conversation.scrollTop = conversation.scrollHeight;
+  return turn;
+}
+
+/** The assistant's turn; returns the handle the controller updates as the answer streams. */
+export function addAssistantTurn() {
+  empty.hidden = true;
+  const typing = el(
+    "span",
+    { class: "typing", role: "status", "aria-label": "tokenbus is typing" },
+    el("i"),
+    el("i"),
+    el("i"),
+  );
+  // aria-busy while streaming: screen readers then read the finished answer once, instead
+  // of re-reading it after every token.
+  const answer = el("div", {
+    class: "bubble answer markdown",
+    "aria-live": "polite",
+    "aria-busy": "true",
+    "aria-label": "Answer",
+  });
+  const status = el("p", { class: "status", role: "status" });
+  const facts = el("p", { class: "facts", "aria-label": "Answer details" });
+  const turn = el("article", { class: "turn assistant", "aria-label": "tokenbus" }, typing, answer, status, facts);
+  conversation.append(turn);
+  scrollToEnd();
+  return new AnswerView(turn, typing, answer, status, facts);
+}
+
+export class AnswerView {
+  constructor(turn, typing, answer, status, facts) {
+    Object.assign(this, { turn, typing, answer, status, facts });
+    this.text = "";
+    this.pending = false;
+    this.values = {};
+  }
+
+  /** Append streamed text; the Markdown is re-rendered at most once per animation frame. */
+  append(text) {
+    this.typing.remove();
+    this.text += text;
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => this.render());
+  }
+
+  render() {
+    this.pending = false;
+    this.answer.innerHTML = renderMarkdown(this.text);
+    scrollToEnd();
+  }
+
+  /** The answer ended (`state`: done, stopped, failed); a final render, and readers notified. */
+  end(state) {
+    this.typing.remove();
+    this.render();
+    this.answer.setAttribute("aria-busy", "false");
+    this.turn.dataset.state = state;
+  }
+
+  setStatus(message, kind = "info") {
+    this.status.textContent = message;
+    this.status.className = `status ${kind}`;
+    // An error must be announced even when the reader's focus is elsewhere.
+    this.status.setAttribute("role", kind === "error" ? "alert" : "status");
+  }
+
+  /** Merge `values` into the facts line (route, model, score, ttft, rate, tokens, ...). */
+  setFacts(values) {
+    Object.assign(this.values, values);
+    const v = this.values;
+    const items = [];
+    if (v.route) items.push(["route", `route ${v.route}`, v.reason]);
+    if (v.score) items.push(["score", `score ${v.score}`]);
+    if (v.model) items.push(["model", `model ${v.model}`]);
+    if (v.ttftMs != null) items.push(["ttft", `first token ${Math.round(v.ttftMs)} ms`]);
+    if (v.rate != null) items.push(["rate", `${v.rate.toFixed(0)} tokens/s`]);
+    if (v.usage) {
+      const u = v.usage;
+      items.push(["tokens", `${u.total_tokens} tokens (${u.prompt_tokens} in, ${u.completion_tokens} out)`]);
+    }
+    if (v.reconnects) items.push(["reconnects", `reconnected ${v.reconnects}×`]);
+    this.facts.replaceChildren(
+      ...items.map(([name, text, title]) =>
+        el("span", { class: "fact", "data-fact": name, text, ...(title ? { title } : {}) }),
+      ),
+    );
+  }
+}
+
+/** A sentence a user can act on, for any error the chat can meet. */
+export function describeError(err) {
+  if (err instanceof HttpError) {
+    switch (err.status) {
+      case 401:
+      case 403:
+        return "The gateway did not accept your API key. Choose “API key” to enter another one.";
+      case 429:
+        return err.retryAfterS != null
+          ? `Too many requests right now. Try again in ${err.retryAfterS} s.`
+          : "Too many requests right now. Try again in a little while.";
+      case 404:
+        return "This answer is no longer available to resume. Regenerate to ask again.";
+      case 400:
+        return `The gateway refused the request: ${err.message}`;
+      default:
+        if (err.status >= 500) {
+          return `The server had a problem (${err.status}): ${err.message} Try again in a moment.`;
+        }
+        return `The request failed (${err.status}): ${err.message}`;
+    }
+  }
+  if (err instanceof StreamError) {
+    const messages = {
+      connection_lost: "The connection was lost and could not be restored. Regenerate to try again.",
+      worker_lost: "The model worker stopped mid-answer. Regenerate to try again.",
+      deadline_exceeded: "The answer took longer than its deadline and was stopped.",
+      stream_timeout: "The answer stalled. Regenerate to try again.",
+    };
+    return messages[err.code] || `The answer failed: ${err.message}`;
+  }
+  if (err instanceof TypeError) return "Could not reach the gateway. Check your connection and try again.";
+  return `Something went wrong: ${err?.message || err}`;
+}

@@ -1,0 +1,122 @@
+"""Schemathesis over the gateway's own OpenAPI document, against real processes: two gateway
+nodes in open mode, the real broker, a worker and llmsim (no time to first token, short
+answers). Every generated request must get an answer below 500, within the time limit.
+
+`TOKENBUS_FUZZ_EXAMPLES` sets the examples per operation and generation mode. The default, 200,
+makes about 1,000 requests (`GET /v1/models` has one possible request, and a string in a path
+cannot be made invalid, so `DELETE /v1/streams/{id}` has no negative cases) in under a minute.
+"""
+
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+
+from tests.system import System
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+EXAMPLES = int(os.environ.get("TOKENBUS_FUZZ_EXAMPLES", "200"))
+TIMEOUT_S = 10.0  # per request: longer is a hang
+MAX_OUTPUT_TOKENS = 16  # answers stay short; larger max_tokens are refused with a 400
+
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
+    sys_ = System(
+        kafka_bootstrap,
+        f"z{uuid.uuid4().hex[:8]}.",
+        logs_dir,
+        llmsim_env={
+            "TOKENBUS_LLMSIM_TTFT_MS": "0",
+            "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "0",
+            "TOKENBUS_LLMSIM_DEFAULT_MAX_TOKENS": "8",
+        },
+        gateway_env={"TOKENBUS_LIMITS__MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS)},
+    )
+    sys_.start(workers=1, gateways=2)
+    yield sys_
+    sys_.stop()
+
+
+def _deadline_too_short(case: Any, response: requests.Response) -> float | None:
+    """The deadline of a 504 `deadline_exceeded` for a deadline (x-tokenbus-deadline-s) the
+    generator made shorter than an answer takes: the documented answer, not a server error."""
+    if response.status_code != 504:
+        return None
+    try:
+        deadline = float((case.headers or {}).get("x-tokenbus-deadline-s", "inf"))
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return deadline if code == "deadline_exceeded" and deadline < 1.0 else None
+
+
+def test_generated_requests_never_get_a_5xx_or_hang(system: System) -> None:
+    schema = schemathesis.openapi.from_url(f"{system.gateway_url}/openapi.json")
+    urls = [node.url for node in system.gateways]
+    statuses: Counter[int] = Counter()
+    by_operation: Counter[str] = Counter()
+    expected_504: list[float] = []
+    slowest = 0.0
+    session = requests.Session()
+
+    def call(case: Any) -> None:
+        nonlocal expected_504, slowest
+        url = urls[sum(statuses.values()) % len(urls)]  # both nodes
+        t0 = time.monotonic()
+        try:
+            response = case.call(base_url=url, session=session, timeout=TIMEOUT_S)
+        except requests.Timeout as exc:
+            raise AssertionError(f"no answer in {TIMEOUT_S} s:\n{case.as_curl_command()}") from exc
+        elapsed = time.monotonic() - t0
+        slowest = max(slowest, elapsed)
+        statuses[response.status_code] += 1
+        by_operation[case.operation.label] += 1
+        if (deadline := _deadline_too_short(case, response)) is not None:
+            expected_504.append(deadline)
+            return
+        assert response.status_code < 500, (
+            f"{response.status_code} {response.text[:500]}\n{case.as_curl_command()}"
+        )
+        assert elapsed < TIMEOUT_S, f"took {elapsed:.1f} s:\n{case.as_curl_command()}"
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=False,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def fuzz(case: Any) -> None:
+                call(case)
+
+            try:
+                fuzz()
+            except Unsatisfiable:  # no way to break an operation without parameters
+                assert mode is GenerationMode.NEGATIVE, operation.label
+
+    total = sum(statuses.values())
+    print(
+        f"\nschemathesis: {total} requests, status counts {dict(sorted(statuses.items()))}, "
+        f"504 deadline_exceeded {len(expected_504)} (deadlines up to "
+        f"{max(expected_504, default=0):.3g} s), slowest {slowest:.2f} s, "
+        f"by operation {dict(by_operation)}"
+    )
+    assert total >= 5 * EXAMPLES  # 2 x POST, 2 x GET streams, 1 x DELETE (+1 GET models)

@@ -1,0 +1,538 @@
+"""The web chat in a real browser (headless Chromium) against a running tokenbus.
+
+Answers come from llmsim, whose text is deterministic: what the page renders is compared with
+a direct call to llmsim for the same conversation.
+"""
+
+import asyncio
+import json
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, Route, expect
+
+from services.tenants.database import open_store
+from services.tenants.settings import TenantStoreSettings
+from tests.e2e.browser import RECORD_STATUSES, CuttingProxy, chromium, chromium_path
+from tests.e2e.helpers import eventually, llmsim_stats, stream_text
+from tests.system import System
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+ANSWER_TOKENS = 90  # llmsim's answer length when the request names none (the page never does)
+LARGE = {"llmsim-large": {"ttft_ms": 600, "tokens_per_second": 30}}  # slow: time to Stop it
+SCREENSHOT = Path(__file__).parents[2] / "docs" / "webchat.png"
+STREAM_WAIT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
+    sys_ = System(
+        kafka_bootstrap,
+        f"c{uuid.uuid4().hex[:8]}.",
+        logs_dir,
+        llmsim_env={
+            "TOKENBUS_LLMSIM_TTFT_MS": "50",
+            "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "60",
+            "TOKENBUS_LLMSIM_DEFAULT_MAX_TOKENS": str(ANSWER_TOKENS),
+            "TOKENBUS_LLMSIM_PROFILES": json.dumps(LARGE),
+        },
+    )
+    sys_.start(workers=1, gateways=1)
+    yield sys_
+    sys_.stop()
+
+
+@pytest.fixture(scope="module")
+async def keyed_gateway(
+    system: System, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, str]:
+    """A second gateway of the same system that requires API keys: its URL and a good key."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('tenants') / 'tenants.db'}"
+    pepper = secrets.token_urlsafe(32)
+    settings = TenantStoreSettings(database_url=database_url, key_pepper=pepper)  # type: ignore[call-arg]
+    async with open_store(settings) as store:
+        _, key = await store.create_key("webchat-tenant")
+    open_env = system.gateway_env
+    system.gateway_env = {
+        **open_env,
+        "TOKENBUS_AUTH_MODE": "keys",
+        "TOKENBUS_DATABASE_URL": database_url,
+        "TOKENBUS_KEY_PEPPER": pepper,
+        "TOKENBUS_ID_SECRET": secrets.token_urlsafe(32),
+    }
+    try:
+        gateway = system.start_gateway("1")  # stopped with the system
+    finally:
+        system.gateway_env = open_env
+    await asyncio.to_thread(gateway.wait_ready, timeout=90)
+    return gateway.url, key
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    async with chromium(executable) as browser:
+        yield browser
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context(viewport={"width": 1100, "height": 760})
+    yield ctx
+    await ctx.close()
+
+
+@pytest.fixture
+def problems() -> list[tuple[str, str]]:
+    """(what, where) of script errors and Content-Security-Policy violations on the page."""
+    return []
+
+
+@pytest.fixture
+async def page(context: BrowserContext, problems: list[tuple[str, str]]) -> AsyncIterator[Page]:
+    """A page that fails the test on a script error or a CSP violation."""
+    page = await context.new_page()
+    await page.add_init_script(RECORD_STATUSES)
+    page.on("pageerror", lambda exc: problems.append((f"page error: {exc}", "")))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append((msg.text, msg.location["url"]))
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
+    yield page
+    assert problems == []
+
+
+async def open_chat(page: Page, url: str, key: str = "any-key") -> None:
+    await page.goto(f"{url}/")
+    dialog = page.get_by_role("dialog", name="Your API key")
+    await expect(dialog).to_be_visible()
+    await dialog.get_by_label("API key").fill(key)
+    await dialog.get_by_role("button", name="Continue").click()
+    await expect(dialog).to_be_hidden()
+
+
+async def ask(page: Page, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)
+    await box.fill(text)
+    await box.press("Enter")
+
+
+def last_answer(page: Page):  # type: ignore[no-untyped-def]
+    return page.locator("article.assistant").last
+
+
+async def direct(system: System, messages: list[dict[str, str]]) -> str:
+    text, _, _ = await stream_text(system.llmsim_url, messages, model="x")
+    return text
+
+
+async def words_shown(page: Page, condition: Callable[[int], bool]) -> None:
+    """Wait until the number of words in the last answer satisfies `condition`."""
+
+    async def holds() -> bool:
+        return condition(len((await shown_text(page)).split()))
+
+    await eventually(holds, within=STREAM_WAIT_MS / 1000)
+
+
+async def shown_text(page: Page) -> str:
+    return " ".join((await last_answer(page).locator(".answer").inner_text()).split())
+
+
+class TestConversation:
+    async def test_answers_stream_in_token_by_token_with_their_facts_and_history(
+        self, system: System, page: Page
+    ):
+        await open_chat(page, system.gateway_url)
+        await expect(page.locator(".badge.dev-hint")).to_have_text("dev mode: any key works")
+        picker = page.get_by_label("Model")
+        values = await picker.locator("option").evaluate_all("os => os.map(o => o.value)")
+        assert values[:3] == ["auto", "small", "large"]
+        assert sorted(values[3:]) == ["llmsim-large", "llmsim-small"]  # from /v1/models
+
+        first = "What is a Kafka partition?"
+        await ask(page, first)
+        answer = last_answer(page)
+        await expect(answer.locator(".answer")).to_have_attribute("aria-live", "polite")
+        # Token by token: part of the answer is on screen before the rest.
+        await words_shown(page, lambda n: 3 <= n < ANSWER_TOKENS)
+        expected = await direct(system, [{"role": "user", "content": first}])
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        assert await shown_text(page) == expected
+        facts = answer.locator(".facts")
+        await expect(facts.locator('[data-fact="route"]')).to_have_text(
+            re.compile(r"route (small|large)")
+        )
+        await expect(facts.locator('[data-fact="model"]')).to_have_text(
+            re.compile(r"model llmsim-(small|large)")
+        )
+        await expect(facts.locator('[data-fact="score"]')).to_have_text(
+            re.compile(r"score -?\d+\.\d{3}")
+        )
+        await expect(facts.locator('[data-fact="ttft"]')).to_have_text(
+            re.compile(r"first token \d+ ms")
+        )
+        await expect(facts.locator('[data-fact="rate"]')).to_have_text(re.compile(r"\d+ tokens/s"))
+        await expect(facts.locator('[data-fact="tokens"]')).to_have_text(
+            re.compile(rf"\d+ tokens \(\d+ in, {ANSWER_TOKENS} out\)")
+        )
+
+        # Turn two, on the slow large model: a typing indicator until its first token, and
+        # the history goes with the request (llmsim's answer depends on the whole conversation).
+        await picker.select_option("large")
+        second = "And how many should a topic have?"
+        await ask(page, second)
+        answer = last_answer(page)
+        await expect(answer.get_by_role("status", name="tokenbus is typing")).to_be_visible()
+        await expect(answer.locator('[data-fact="model"]')).to_have_text("model llmsim-large")
+        await expect(answer.locator('[data-fact="route"]')).to_have_text("route large")
+        await words_shown(page, lambda n: n > 25)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT))  # mid-answer, for the README
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        history = [
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": expected},
+            {"role": "user", "content": second},
+        ]
+        assert await shown_text(page) == await direct(system, history)
+        await expect(answer.locator('[data-fact="score"]')).to_have_count(0)  # not scored
+
+        # Regenerate asks again for the same history: llmsim gives the same text.
+        await page.get_by_role("button", name="Regenerate").click()
+        await expect(page.locator("article.assistant")).to_have_count(2)
+        await expect(last_answer(page)).to_have_attribute(
+            "data-state", "done", timeout=STREAM_WAIT_MS
+        )
+        assert await shown_text(page) == await direct(system, history)
+
+        await page.get_by_role("button", name="New chat").click()
+        await expect(page.locator("article")).to_have_count(0)
+        await expect(page.get_by_label("Message", exact=True)).to_be_focused()
+
+    async def test_markdown_renders_code_and_model_html_never_runs(
+        self, page: Page, system: System, problems: list[tuple[str, str]]
+    ):
+        evil = (
+            "Here:\n\n```python\nprint('<b>hi</b>')\n```\n\n"
+            '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+            "[link](javascript:window.__pwned=3) **bold**"
+        )
+        await page.route("**/v1/chat/completions", lambda route: _fake_stream(route, evil))
+        await open_chat(page, system.gateway_url)
+        await ask(page, "show me code")
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "done")
+        code = answer.locator("pre code")
+        await expect(code).to_have_text("print('<b>hi</b>')\n")
+        await expect(answer.locator("strong")).to_have_text("bold")
+        assert await answer.locator("img, script, b").count() == 0
+        assert await answer.locator("a").get_attribute("href") is None
+        assert await page.evaluate("window.__pwned") is None
+        # Chromium reports the CSP against `onerror` already when DOMPurify parses the text
+        # into its inert document: the handler is refused there, before being stripped.
+        sanitizer = [p for p in problems if p[1].endswith("/static/vendor/purify.es.mjs")]
+        assert all("inline event handler" in what for what, _ in sanitizer)
+        problems[:] = [p for p in problems if p not in sanitizer]
+
+
+PARSE_IN_CHUNKS = """async ([raw, sizes]) => {
+  const { sseFrames } = await import("/static/stream.js");
+  const bytes = new TextEncoder().encode(raw);
+  const results = [];
+  for (const size of sizes) {
+    const body = new ReadableStream({
+      start(c) {
+        for (let i = 0; i < bytes.length; i += size) c.enqueue(bytes.slice(i, i + size));
+        c.close();
+      },
+    });
+    const frames = [];
+    for await (const frame of sseFrames(body)) frames.push(frame);
+    results.push(frames);
+  }
+  return results;
+}"""
+
+
+class TestStreamParser:
+    async def test_frames_survive_any_chunking_and_a_cut_frame_is_never_shown(
+        self, page: Page, system: System
+    ):
+        raw = (
+            'id: 0\r\ndata: {"a":1}\r\n\r\n'  # CRLF, split anywhere
+            ": ping\n\n"  # a keep-alive comment
+            "id: 1\ndata: line one\ndata: line two\n\n"
+            "id: 2\ndata:h\u00e9llo \U0001f680\n\n"  # no space after the colon; multi-byte
+            "data: [DONE]\n\n"
+            "id: 3\ndata: a frame the cut interrupted"
+        )
+        await page.goto(f"{system.gateway_url}/")
+        sizes = [1, 2, 3, 5, 64, len(raw.encode())]
+        results = await page.evaluate(PARSE_IN_CHUNKS, [raw, sizes])
+        expected = [
+            {"id": "0", "data": '{"a":1}'},
+            {"id": "1", "data": "line one\nline two"},
+            {"id": "2", "data": "h\u00e9llo \U0001f680"},
+            {"id": None, "data": "[DONE]"},
+        ]
+        assert results == [expected] * len(sizes)
+
+
+class TestStop:
+    @pytest.mark.parametrize("how", ["button", "escape"])
+    async def test_stop_halts_the_answer_and_the_upstream_generation(
+        self, system: System, page: Page, how: str
+    ):
+        await open_chat(page, system.gateway_url)
+        await page.get_by_label("Model").select_option("large")  # 30 tokens/s: 3 s to go
+        before = await llmsim_stats(system.llmsim_url)
+        await ask(page, f"Stop me ({how})")
+        await words_shown(page, lambda n: n >= 5)
+        assert (await llmsim_stats(system.llmsim_url))["open_streams"] == 1
+        if how == "button":
+            await page.get_by_role("button", name="Stop").click()
+        else:
+            await page.keyboard.press("Escape")
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "stopped")
+        await expect(answer.locator(".status")).to_have_text("Stopped.")
+
+        async def upstream_closed() -> bool:
+            stats = await llmsim_stats(system.llmsim_url)
+            return stats["open_streams"] == 0
+
+        await eventually(upstream_closed, within=2.0)
+        after = await llmsim_stats(system.llmsim_url)
+        assert after["streams_closed_early"] == before["streams_closed_early"] + 1
+        stopped_at = await shown_text(page)
+        await page.wait_for_timeout(300)
+        assert await shown_text(page) == stopped_at  # nothing more arrives
+        full = await direct(system, [{"role": "user", "content": f"Stop me ({how})"}])
+        assert full.startswith(stopped_at.removesuffix(".")) and len(stopped_at) < len(full)
+        await expect(page.get_by_role("button", name="Send")).to_be_visible()
+        await expect(page.get_by_role("button", name="Regenerate")).to_be_enabled()
+
+
+class TestConnectionLoss:
+    async def test_a_network_cut_mid_answer_resumes_to_the_exact_text(
+        self, system: System, page: Page
+    ):
+        port = int(system.gateway_url.rsplit(":", 1)[1])
+        async with CuttingProxy(port) as proxy:
+            await open_chat(page, proxy.url)
+            resumes: list[dict[str, str]] = []
+            page.on(
+                "request",
+                lambda r: resumes.append(r.headers) if "/v1/streams/" in r.url else None,
+            )
+            # The headers and a dozen frames, then a cut mid-frame; the network stays down
+            # for the first two reconnects, so the page has to back off and try again.
+            proxy.arm(after=3000, refuse=2)
+            prompt = "Tell me about the network, while it fails"
+            await ask(page, prompt)
+            answer = last_answer(page)
+            await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+            assert (proxy.cuts, proxy.refused) == (1, 2)
+        assert await shown_text(page) == await direct(system, [{"role": "user", "content": prompt}])
+        statuses = await page.evaluate("window.__statuses")
+        # (Chromium itself retries a GET whose fresh connection drops before any answer, so
+        # the two refusals may cost the page one try or two.)
+        assert statuses[:2] == [
+            "connection lost — reconnecting…",
+            "connection lost — reconnecting… (attempt 2)",
+        ], statuses
+        assert statuses[-1] == "reconnected — continuing where it stopped", statuses
+        await expect(answer.locator('[data-fact="reconnects"]')).to_have_text("reconnected 1×")
+        # Every try resumes after the last event shown, which was well into the answer.
+        assert len(resumes) >= 2
+        assert len({r["last-event-id"] for r in resumes}) == 1
+        assert int(resumes[0]["last-event-id"]) >= 3
+
+    async def test_a_stream_that_ends_without_done_is_resumed(self, system: System, page: Page):
+        cut = {"done": False}
+
+        async def truncate_once(route: Route) -> None:
+            if cut["done"]:
+                await route.continue_()
+                return
+            cut["done"] = True
+            response = await route.fetch()  # the whole stream, then only its first part
+            body = await response.body()
+            await route.fulfill(response=response, body=body[: len(body) // 3])
+
+        await page.route("**/v1/chat/completions", truncate_once)
+        await open_chat(page, system.gateway_url)
+        prompt = "An answer cut short by a proxy"
+        await ask(page, prompt)
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        assert await shown_text(page) == await direct(system, [{"role": "user", "content": prompt}])
+        await expect(answer.locator('[data-fact="reconnects"]')).to_have_text("reconnected 1×")
+
+
+class TestErrors:
+    async def test_a_wrong_key_is_refused_in_the_dialog(
+        self, keyed_gateway: tuple[str, str], page: Page
+    ):
+        url, good_key = keyed_gateway
+        await page.goto(f"{url}/")
+        dialog = page.get_by_role("dialog", name="Your API key")
+        await expect(dialog.locator(".dev-hint")).to_be_hidden()  # keys are required here
+        await dialog.get_by_label("API key").fill("sk-wrong")
+        await dialog.get_by_role("button", name="Continue").click()
+        await expect(dialog.get_by_role("alert")).to_have_text(
+            "The gateway did not accept this key. Check it and try again."
+        )
+        await expect(dialog).to_be_visible()
+        await dialog.get_by_label("API key").fill(good_key)
+        await dialog.get_by_role("button", name="Continue").click()
+        await expect(dialog).to_be_hidden()
+
+    async def test_a_refused_key_keeps_the_typed_message(
+        self, keyed_gateway: tuple[str, str], system: System, page: Page
+    ):
+        url, good_key = keyed_gateway
+        # A key that was good when saved and is refused now (rotated): the page learns it at
+        # the first send.
+        await page.add_init_script("sessionStorage.setItem('tokenbus.apiKey', 'sk-revoked')")
+        await page.goto(f"{url}/")
+        prompt = "A message I typed with care,\nover two lines"
+        box = page.get_by_label("Message", exact=True)
+        await box.fill(prompt)
+        await box.press("Enter")
+        notice = page.locator("#notice")
+        await expect(notice).to_contain_text("The gateway did not accept your API key")
+        await expect(box).to_have_value(prompt)
+        await expect(page.locator("article")).to_have_count(0)
+
+        await notice.get_by_role("button", name="Enter another API key").click()
+        dialog = page.get_by_role("dialog", name="Your API key")
+        await dialog.get_by_label("API key").fill(good_key)
+        await dialog.get_by_role("button", name="Continue").click()
+        await expect(dialog).to_be_hidden()  # the key was checked and accepted
+        await expect(box).to_be_focused()
+        await page.keyboard.press("Enter")  # the same text, sent now
+        await expect(last_answer(page)).to_have_attribute(
+            "data-state", "done", timeout=STREAM_WAIT_MS
+        )
+        assert await shown_text(page) == await direct(system, [{"role": "user", "content": prompt}])
+
+    @pytest.mark.parametrize(
+        ("status", "headers", "message"),
+        [
+            (429, {"retry-after": "7"}, "Too many requests right now. Try again in 7 s."),
+            (503, {}, "The server had a problem (503): No inference worker took the request"),
+        ],
+    )
+    async def test_http_errors_are_plain_words_and_the_input_stays(
+        self, system: System, page: Page, status: int, headers: dict[str, str], message: str
+    ):
+        body = {"error": {"message": "No inference worker took the request in time; try again."}}
+        await page.route(
+            "**/v1/chat/completions",
+            lambda route: route.fulfill(status=status, headers=headers, json=body),
+        )
+        await open_chat(page, system.gateway_url)
+        await ask(page, "hello?")
+        await expect(page.locator("#notice")).to_contain_text(message)
+        await expect(page.get_by_label("Message", exact=True)).to_have_value("hello?")
+
+    async def test_a_failed_stream_says_why_and_keeps_the_partial_answer(
+        self, system: System, page: Page
+    ):
+        error = {"message": "worker died", "type": "api_error", "code": "worker_lost"}
+        await page.route(
+            "**/v1/chat/completions", lambda route: _fake_stream(route, "Half an", error)
+        )
+        await open_chat(page, system.gateway_url)
+        await ask(page, "break, please")
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "failed")
+        await expect(answer.get_by_role("alert")).to_have_text(
+            "The model worker stopped mid-answer. Regenerate to try again."
+        )
+        await expect(answer.locator(".answer")).to_have_text("Half an")
+        await expect(page.get_by_role("button", name="Regenerate")).to_be_enabled()
+
+
+class TestPhoneAndKeyboard:
+    async def test_a_phone_sized_screen_and_keys_alone_work(self, browser: Browser, system: System):
+        ctx = await browser.new_context(
+            viewport={"width": 375, "height": 667}, is_mobile=True, has_touch=True
+        )
+        try:
+            page = await ctx.new_page()
+            await open_chat(page, system.gateway_url)
+            box = page.get_by_label("Message", exact=True)
+            await box.focus()
+            await page.keyboard.type("first line")
+            await page.keyboard.press("Shift+Enter")  # a new line, not a send
+            await page.keyboard.type("second line")
+            await expect(box).to_have_value("first line\nsecond line")
+            await expect(page.locator("article")).to_have_count(0)
+            await page.keyboard.press("Enter")
+            await expect(last_answer(page)).to_have_attribute(
+                "data-state", "done", timeout=STREAM_WAIT_MS
+            )
+            # Nothing is wider than the screen, and every control is on it.
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 375
+            for name in ("Send", "Regenerate", "New chat", "API key"):
+                box_ = await page.get_by_role("button", name=name).bounding_box()
+                assert box_ is not None and box_["x"] >= 0 and box_["x"] + box_["width"] <= 375
+                assert box_["y"] + box_["height"] <= 667, name
+            await expect(page.get_by_label("Model")).to_be_in_viewport()
+        finally:
+            await ctx.close()
+
+
+def _sse(frames: list[tuple[int | None, str]]) -> str:
+    return "".join(
+        (f"id: {i}\n" if i is not None else "") + f"data: {data}\n\n" for i, data in frames
+    )
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    return json.dumps(
+        {
+            "id": "chatcmpl-1-0-0123456789abcdef",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "fake-model",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+async def _fake_stream(route: Route, text: str, error: dict[str, Any] | None = None) -> None:
+    """Answer the chat POST with a canned SSE stream (no backend involved)."""
+    frames: list[tuple[int | None, str]] = [
+        (0, _chunk({"role": "assistant", "content": ""})),
+        (1, _chunk({"content": text})),
+    ]
+    if error is None:
+        frames += [(None, _chunk({}, "stop")), (None, "[DONE]")]
+    else:
+        frames.append((2, json.dumps({"error": error})))
+    await route.fulfill(
+        status=200,
+        headers={
+            "content-type": "text/event-stream",
+            "x-request-id": "chatcmpl-1-0-0123456789abcdef",
+            "x-tokenbus-route": "small",
+            "x-tokenbus-model": "fake-model",
+        },
+        body=_sse(frames),
+    )

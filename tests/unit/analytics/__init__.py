@@ -1,0 +1,1 @@
+"""Unit tests of the analytics service: query parsing, aggregation, consumer, report."""
