@@ -52,7 +52,7 @@ class ChatMessage(_Message):
     """The chat-completions body, flat, next to `type` and `id`."""
 
     type: Literal["chat"]
-    deadline_s: float | None = Field(default=None, gt=0, le=86_400)
+    deadline_s: float | None = Field(default=None, ge=1, le=86_400)
     body: ChatCompletionRequest
 
     @model_validator(mode="before")

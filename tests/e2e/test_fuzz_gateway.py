@@ -49,30 +49,16 @@ def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
     sys_.stop()
 
 
-def _deadline_too_short(case: Any, response: requests.Response) -> float | None:
-    """The deadline of a 504 `deadline_exceeded` for a deadline (x-tokenbus-deadline-s) the
-    generator made shorter than an answer takes: the documented answer, not a server error."""
-    if response.status_code != 504:
-        return None
-    try:
-        deadline = float((case.headers or {}).get("x-tokenbus-deadline-s", "inf"))
-        code = response.json()["error"]["code"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    return deadline if code == "deadline_exceeded" and deadline < 1.0 else None
-
-
 def test_generated_requests_never_get_a_5xx_or_hang(system: System) -> None:
     schema = schemathesis.openapi.from_url(f"{system.gateway_url}/openapi.json")
     urls = [node.url for node in system.gateways]
     statuses: Counter[int] = Counter()
     by_operation: Counter[str] = Counter()
-    expected_504: list[float] = []
     slowest = 0.0
     session = requests.Session()
 
     def call(case: Any) -> None:
-        nonlocal expected_504, slowest
+        nonlocal slowest
         url = urls[sum(statuses.values()) % len(urls)]  # both nodes
         t0 = time.monotonic()
         try:
@@ -83,9 +69,6 @@ def test_generated_requests_never_get_a_5xx_or_hang(system: System) -> None:
         slowest = max(slowest, elapsed)
         statuses[response.status_code] += 1
         by_operation[case.operation.label] += 1
-        if (deadline := _deadline_too_short(case, response)) is not None:
-            expected_504.append(deadline)
-            return
         assert response.status_code < 500, (
             f"{response.status_code} {response.text[:500]}\n{case.as_curl_command()}"
         )
@@ -115,8 +98,7 @@ def test_generated_requests_never_get_a_5xx_or_hang(system: System) -> None:
     total = sum(statuses.values())
     print(
         f"\nschemathesis: {total} requests, status counts {dict(sorted(statuses.items()))}, "
-        f"504 deadline_exceeded {len(expected_504)} (deadlines up to "
-        f"{max(expected_504, default=0):.3g} s), slowest {slowest:.2f} s, "
+        f"slowest {slowest:.2f} s, "
         f"by operation {dict(by_operation)}"
     )
     assert total >= 5 * EXAMPLES  # 2 x POST, 2 x GET streams, 1 x DELETE (+1 GET models)

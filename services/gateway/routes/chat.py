@@ -36,9 +36,10 @@ DeadlineHeader = Annotated[
     float | None,
     Header(
         alias="x-tokenbus-deadline-s",
-        gt=0,
+        # Below a second no answer can arrive: that is bad input (400), not a 504 later.
+        ge=1,
         le=86_400,
-        description="Give up after this many seconds (default: the workers' deadline)",
+        description="Give up after this many seconds, 1 or more (default: the workers' deadline)",
     ),
 ]
 log = structlog.get_logger("gateway")
