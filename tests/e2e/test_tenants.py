@@ -3,7 +3,6 @@ ids bound to their tenant, and rate limits that hold across both nodes (docs/sec
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 import uuid
@@ -13,13 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from services.tenants.database import open_store
 from services.tenants.settings import TenantStoreSettings
 from tests.e2e.helpers import eventually
 from tests.e2e.sse import iter_frames
+from tests.e2e.ws_client import recv, send, ws_url
 from tests.postgres import find_bin_dir, fresh_database
 from tests.system import System
 
@@ -96,21 +96,6 @@ async def away_from_a_minute_boundary(margin_s: float = 15.0) -> None:
     into = time.time() % 60
     if into > 60 - margin_s:
         await asyncio.sleep(60 - into + 0.2)
-
-
-def ws_url(base: str) -> str:
-    return "ws" + base.removeprefix("http") + "/v1/ws"
-
-
-async def recv(conn: ClientConnection, within: float = 30.0) -> dict[str, Any]:
-    async with asyncio.timeout(within):
-        while (frame := json.loads(await conn.recv()))["type"] == "heartbeat":
-            pass
-    return frame  # type: ignore[no-any-return]
-
-
-async def send(conn: ClientConnection, **message: Any) -> None:
-    await conn.send(json.dumps(message))
 
 
 class TestKeys:

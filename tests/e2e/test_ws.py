@@ -19,6 +19,7 @@ from services.tenants.database import open_store
 from services.tenants.settings import PLACEHOLDER_ID_SECRET
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.usage import usage_of
+from tests.e2e.ws_client import recv, send, ws_url
 from tests.fakes import serve
 from tests.system import System
 
@@ -43,26 +44,10 @@ def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
     sys_.stop()
 
 
-def ws_url(base: str) -> str:
-    return "ws" + base.removeprefix("http") + "/v1/ws"
-
-
 @pytest.fixture
 async def ws(system: System) -> AsyncIterator[ClientConnection]:
     async with connect(ws_url(system.gateways[0].url)) as conn:
         yield conn
-
-
-async def recv(conn: ClientConnection, within: float = 30.0) -> dict[str, Any]:
-    """The next frame that is not a heartbeat."""
-    async with asyncio.timeout(within):
-        while (frame := json.loads(await conn.recv()))["type"] == "heartbeat":
-            pass
-    return frame  # type: ignore[no-any-return]
-
-
-async def send(conn: ClientConnection, **message: Any) -> None:
-    await conn.send(json.dumps(message))
 
 
 async def chat(conn: ClientConnection, id: str, messages: Any, **params: Any) -> str:

@@ -13,8 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from contracts import TOPICS, DeadLetter, Topics, UsageRecorded
-from infra.kafka.topics import ensure_topics
+from contracts import DeadLetter, Topics, UsageRecorded
 from services.analytics.aggregate import percentile
 from services.analytics.app import create_app
 from services.analytics.settings import AnalyticsSettings
@@ -23,21 +22,6 @@ from tests.fakes import eventually
 from tests.usage_events import expected_counts, expected_totals, usage_events
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-async def topics(kafka_bootstrap: str, topic_prefix: str) -> Topics:
-    topics = TOPICS.with_prefix(topic_prefix)
-    await ensure_topics(kafka_bootstrap, topics)
-    return topics
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from contracts import STREAM_EVENT, TOPICS, ChatRequested, DeadLetter, Message, Topics
-from infra.kafka.topics import ensure_topics
+from contracts import STREAM_EVENT, ChatRequested, DeadLetter, Message, Topics
 from services.inference.app import create_app
 from services.inference.settings import InferenceSettings
 from services.llmsim import LlmsimSettings
@@ -19,21 +17,6 @@ from tests.fakes import eventually, serve
 pytestmark = pytest.mark.kafka
 
 GROUP = "inference"
-
-
-@pytest.fixture
-async def topics(kafka_bootstrap: str, topic_prefix: str) -> Topics:
-    topics = TOPICS.with_prefix(topic_prefix)
-    await ensure_topics(kafka_bootstrap, topics)
-    return topics
-
-
-@pytest.fixture
-async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    await producer.start()
-    yield producer
-    await producer.stop()
 
 
 async def _run_worker(kafka_bootstrap: str, prefix: str, llmsim_url: str):
