@@ -1,6 +1,12 @@
 # tokenbus: `make run` starts everything locally; `make test` runs the whole suite.
 SHELL := /bin/bash
-UV ?= uv
+# uv comes from PATH, or is installed once (pinned, with pip) into .tools/uv: a machine with
+# Python 3.11, Java 17 and Maven needs nothing else for `make run` and `make test`.
+UV_VERSION := 0.13.8
+UV_DIR := .tools/uv
+PYTHON ?= python3
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(UV_DIR)/bin/uv)
+UV_BOOTSTRAP := $(filter $(UV_DIR)/bin/uv,$(UV))
 PY := $(UV) run --frozen
 KAFKA_POM := infra/kafka/pom.xml
 KAFKA_LIBS := infra/kafka/.libs
@@ -13,7 +19,11 @@ PYTEST_ARGS ?=
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install: ## Python deps from the lockfile into .venv
+$(UV_DIR)/bin/uv:
+	@echo "uv not found on PATH: installing uv $(UV_VERSION) into $(UV_DIR) with pip"
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(UV_DIR) "uv==$(UV_VERSION)"
+
+install: $(UV_BOOTSTRAP) ## Python deps from the lockfile into .venv
 	$(UV) sync --frozen
 
 $(KAFKA_LIBS)/.done: $(KAFKA_POM)
@@ -59,4 +69,4 @@ fmt: install
 	$(PY) ruff check --fix .
 
 clean:
-	rm -rf .run $(KAFKA_DATA) .pytest_cache
+	rm -rf .run $(KAFKA_DATA) .pytest_cache .tools
