@@ -42,9 +42,9 @@ def words(*latin: str, cjk: str = "") -> re.Pattern[str]:
 
 _PROOF_CUES = words(
     r"prove|proving|proofs?|derive|derivation|rigou?r(?:ous|ously)?|show that|demonstrate that",
-    r"from first principles|from the (?:limit )?definition|step[- ]by[- ]step",
+    r"from first principles|from the definition|step[- ]by[- ]step",
     r"show (?:all |every |each |the |your )*(?:steps?|work|math|derivation|reasoning)",
-    r"explain (?:your|the) reasoning|case analysis|every (?:possible )?outcome|full strategy",
+    r"explain (?:your|the) reasoning|case analysis",
     r"demuestr\w*|demostr\w*|paso a paso|razonamiento",
     r"beweis\w*|herleit\w*|schritt für schritt|zeige, dass",
     r"démontr\w*|démonstration|prouve[rz]?|étape par étape|raisonnement",
@@ -56,12 +56,12 @@ PROOF = Cue(_PROOF_CUES, first=2.5, more=0.5, cap=3.0)
 _MATH_CUES = words(
     r"integra(?:l|ls|te|tion)|eigen\w*|matri(?:x|ces)|determinant|probabilit(?:y|ies)",
     r"expected (?:number|value)|variance|derivatives?|limit|converge\w*|diverge\w*",
-    r"primes?|prime numbers?|modulo|factorial|trailing zeros|combinatori\w*|permutations?",
+    r"primes?|prime numbers?|modulo|factorial|combinatori\w*|permutations?",
     r"statistically significant|significance|p-value|sample size|power analysis|regression",
-    r"equations?|polynomials?|inequalit(?:y|ies)|theorem|irrational|perfect square",
+    r"equations?|polynomials?|inequalit(?:y|ies)|theorem|irrational",
     r"probabilidad|ecuaci[oó]n|wahrscheinlichkeit|gleichung|primzahl\w*|probabilit[éà]",
-    r"équation|equação|quadrado perfeito|cuadrado perfecto|carré parfait|inteiros?",
-    cjk="概率 矩阵 特征值 方程 素数 质数 无理数 積分 确率 確率 行列 固有値 無理数 完全平方",
+    r"équation|equação",
+    cjk="概率 矩阵 特征值 方程 素数 质数 无理数 積分 确率 確率 行列 固有値 無理数",
 )
 MATH = Cue(_MATH_CUES, first=0.8, more=0.8, cap=1.6)
 
@@ -91,11 +91,11 @@ _ALGORITHMIC_CUES = words(
     r"o\((?:1|n|log|k|v|e|m)|big-?o|time complexity|backtracking|minimax|alpha-beta",
     r"dynamic programming",
     r"memoi[sz]\w*|recursi\w*|greedy|dijkstra|binary search|trie|lock-?free|thread-?safe",
-    r"concurren\w*|parallel\w*|atomic\w*|mutex\w*|memory orderings?|race conditions?",
+    r"concurren\w*|parallel\w*|atomic\w*|mutex\w*|race conditions?",
     r"generics?|edge cases?|unit tests?|pytest|jest|tests|benchmarks?|state machine",
-    r"constraint propagation|idempoten\w*|retries|exponential backoff|rate limit\w*",
-    r"distributed|throughput|writes/sec|reads/sec|req(?:uests)?/s\w*|replicas|sharding",
-    r"autoscal\w*|load balanc\w*|consistency|conflict resolution|sync(?:hroni[sz]ation)?",
+    r"idempoten\w*|retries|exponential backoff|rate limit\w*",
+    r"distributed|throughput|req(?:uests)?/s\w*|replicas|sharding",
+    r"autoscal\w*|load balanc\w*|consistency|sync(?:hroni[sz]ation)?",
 )
 ALGORITHMIC = Cue(_ALGORITHMIC_CUES, first=0.6, more=0.6, cap=2.0)
 
@@ -106,13 +106,12 @@ _DEBUG_CUES = words(
     r"wrong (?:results?|output|values?|answers?)|sometimes|intermittent\w*|randomly",
     r"too slow|takes? (?:like |about |over )?\d+ ?(?:min|minutes|hours|seconds|s)\b",
     r"make it (?:fast|faster|quicker)|speed (?:it |this )?up|optimi[sz]\w*|bottleneck",
-    r"refactor\w*|what'?s going on|whats going on|can'?t figure out|idiomatic fix",
+    r"refactor\w*|what'?s going on|whats going on|can'?t figure out",
     r"how (?:do|can|should) (?:i|we) fix|fix (?:it|this|the (?:bug|issue|problem|error))",
-    r"connection refused|cors|memory grows|root cause",
+    r"cors|root cause",
     r"fallo|falla|no funciona|depura\w*|fehler|funktioniert nicht|stürzt ab|erreur|plante",
     r"ne (?:marche|fonctionne) pas|erro|falha|não funciona|errore|non funziona",
-    cjk="错误 报错 崩溃 调试 修复 原因 太慢 优化 泄漏 "
-    "エラー バグ 修正版 遅い 最適化 間違った たまに",
+    cjk="错误 报错 崩溃 调试 修复 原因 太慢 优化 泄漏 エラー バグ 遅い 最適化 間違った たまに",
 )
 DEBUG = Cue(_DEBUG_CUES, first=1.5, more=0.5, cap=2.5)
 
@@ -131,11 +130,10 @@ _DESIGN_CUES = words(
     r"concept|framework|policy|curriculum|business case|forecast|projections?|budget",
     r"diseñ\w*|planifica\w*|plan de|estrategia|anali[zs]\w*|análisis|compara\w*|evalú\w*",
     r"riesgos?|konzept|entwurf|strategie|analysier\w*|analyse|vergleich\w*|bewert\w*",
-    r"risiken|übergangsplan|conçoi\w*|conception|stratégie|compar\w*|évalu\w*|risques?",
+    r"risiken|conçoi\w*|conception|stratégie|compar\w*|évalu\w*|risques?",
     r"planej\w*|plano|estratégia|análise|avali\w*|riscos?|progett\w*|piano|strategia",
     r"analizz\w*|analisi|confront\w*|valut\w*|rischi",
-    cjk="设计 方案 计划 规划 策略 分析 比较 对比 评估 风险 算一下 利弊 "
-    "設計 計画 戦略 比較 評価 リスク",
+    cjk="设计 方案 计划 规划 策略 分析 比较 对比 评估 风险 利弊 設計 計画 戦略 比較 評価 リスク",
 )
 DESIGN = Cue(_DESIGN_CUES, first=1.5, more=0.5, cap=2.5)
 
@@ -145,7 +143,7 @@ _ADVICE_CUES = words(
     r"my (?:boss|doctor|gp|employer|landlord|lawyer)|i'?m in [a-z]+|should (?:i|we)",
     r"what should (?:i|we)|can i legally|am i allowed|is it (?:legal|safe)",
     r"safe to (?:take|combine|mix)|interactions?|prescri\w*|medications?|dosage|\d+ ?mg",
-    r"symptoms|side effects|risk/benefit|statins?|have to do|what are my (?:rights|options)",
+    r"symptoms|side effects|what are my (?:rights|options)",
     r"¿?puedo|¿?debo|ley|abogad\w*|derechos|estatuto|horas extra|despid\w*|médico",
     r"medicamentos?|síntomas|gesetz\w*|rechtlich|anwalt|vermieter|kündigung|arbeitgeber",
     r"medikament\w*|arzt|darf ich|soll ich|loi|légal\w*|avocat|propriétaire|licenciement",
