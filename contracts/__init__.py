@@ -10,7 +10,7 @@ from contracts.control import (
     ControlEvent,
 )
 from contracts.dead_letter import DeadLetter
-from contracts.errors import ErrorCode
+from contracts.errors import EdgeCode, ErrorCode
 from contracts.request_id import RequestRef, new_request_id, parse_request_id, request_belongs
 from contracts.stream import (
     STREAM_EVENT,
@@ -39,6 +39,7 @@ __all__ = [
     "ControlEvent",
     "DeadLetter",
     "Delta",
+    "EdgeCode",
     "ErrorCode",
     "Event",
     "Failed",

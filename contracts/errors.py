@@ -22,3 +22,35 @@ class ErrorCode(StrEnum):
 
 
 _FINAL = frozenset({ErrorCode.INVALID_REQUEST, ErrorCode.INTERNAL})
+
+
+class EdgeCode(StrEnum):
+    """Why the edge refused or ended something itself (HTTP and WebSocket alike), before or
+    beside a request's own `ErrorCode`; the OpenAI error body's `code` is one of the two."""
+
+    INVALID_VALUE = "invalid_value"
+    INVALID_TYPE = "invalid_type"
+    INVALID_JSON = "invalid_json"
+    MISSING_REQUIRED_PARAMETER = "missing_required_parameter"
+    EMPTY_ARRAY = "empty_array"
+    INTEGER_BELOW_MIN_VALUE = "integer_below_min_value"
+    UNKNOWN_TYPE = "unknown_type"
+    TOO_MANY_MESSAGES = "too_many_messages"
+    MESSAGE_TOO_LONG = "message_too_long"
+    CONTEXT_TOO_LONG = "context_too_long"
+    MAX_TOKENS_TOO_LARGE = "max_tokens_too_large"
+    UNSUPPORTED_CONTENT_PART = "unsupported_content_part"
+    REQUEST_TOO_LARGE = "request_too_large"
+    INVALID_API_KEY = "invalid_api_key"
+    PERMISSION_DENIED = "permission_denied"
+    NOT_FOUND = "not_found"
+    STREAM_NOT_FOUND = "stream_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
+    INSUFFICIENT_QUOTA = "insufficient_quota"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    MODEL_LOADING = "model_loading"
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    SERVER_ERROR = "server_error"
+    ALREADY_STREAMING = "already_streaming"
+    SLOW_CONSUMER = "slow_consumer"

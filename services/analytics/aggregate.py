@@ -37,7 +37,7 @@ def _bucket(dialect: str, unit: str) -> ColumnElement[Any]:
     if dialect == "postgresql":
         fmt = 'YYYY-MM-DD"T"HH24:00:00"Z"' if unit == "hour" else "YYYY-MM-DD"
         return func.to_char(func.timezone("UTC", usage.c.started_at), fmt)
-    # SQLite stores naive UTC text (store.UtcDateTime), which strftime reads as it is.
+    # SQLite stores naive UTC text (common `UtcDateTime`), which strftime reads as it is.
     return func.strftime("%Y-%m-%dT%H:00:00Z" if unit == "hour" else "%Y-%m-%d", usage.c.started_at)
 
 

@@ -3,31 +3,15 @@
 from secrets import compare_digest
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts import EdgeCode
 from services.analytics.aggregate import usage_report
 from services.analytics.query import GROUP_KEYS, QueryError, parse_query
 from services.analytics.settings import AnalyticsSettings
+from services.common.openai_errors import OpenAIError
 from services.tenants.store import TenantStore
-
-
-class ApiError(Exception):
-    """An error the caller sees as `{"error": {"message", "type", "param", "code"}}`."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "api_error"
-        body = {"message": self.message, "type": kind, "param": self.param, "code": self.code}
-        headers = {"www-authenticate": "Bearer"} if self.status == 401 else None
-        return JSONResponse({"error": body}, status_code=self.status, headers=headers)
 
 
 async def tenant_scope(request: Request) -> str | None:
@@ -51,13 +35,16 @@ async def tenant_scope(request: Request) -> str | None:
     try:
         principal = await store.principal(key) if key else None
     except (SQLAlchemyError, OSError):
-        raise ApiError(503, "The key store is unavailable; try again.") from None
+        raise OpenAIError(
+            503, "The key store is unavailable; try again.", code=EdgeCode.SERVICE_UNAVAILABLE
+        ) from None
     if principal is not None:
         return None if principal.admin else principal.tenant
-    raise ApiError(
+    raise OpenAIError(
         401,
         "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
-        code="invalid_api_key",
+        code=EdgeCode.INVALID_API_KEY,
+        headers={"www-authenticate": "Bearer"},
     )
 
 
@@ -86,20 +73,11 @@ async def get_usage(
         # The raw parameters, so unknown names are refused too (the arguments document them).
         query = parse_query(request.query_params)
     except QueryError as exc:
-        raise ApiError(400, str(exc), param=exc.param, code="invalid_value") from None
+        raise OpenAIError(400, str(exc), param=exc.param, code=EdgeCode.INVALID_VALUE) from None
     if scope is not None:
         if query.tenant not in (None, scope):
-            raise ApiError(403, f"This key reads tenant '{scope}' only.", param="tenant")
+            message = f"This key reads tenant '{scope}' only."
+            raise OpenAIError(403, message, param="tenant", code=EdgeCode.PERMISSION_DENIED)
         query = query.for_tenant(scope)
     async with request.app.state.engine.connect() as conn:
         return await usage_report(conn, query)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return ApiError(exc.status_code, str(exc.detail)).response()

@@ -17,15 +17,16 @@ from prometheus_client import CollectorRegistry, Counter
 
 from contracts import DeadLetter
 from infra.kafka.topics import ensure_topics
-from services.analytics.api import install_error_handlers, router
+from services.analytics.api import router
 from services.analytics.consumer import UsageSink, rewind
-from services.analytics.migrate import migrate
 from services.analytics.replay import reset_to_beginning
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.store import UsageStore, make_engine
+from services.analytics.store import MIGRATION_BRANCH, UsageStore
+from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import make_broker
+from services.common.openai_errors import install_error_handlers
 from services.tenants.database import pepper
 from services.tenants.store import TenantStore
 
@@ -130,7 +131,7 @@ def create_app(
                 topics.usage.name,
                 settings.reset_timeout_s,
             )
-        await migrate(engine, rebuild=settings.from_beginning)
+        await migrate(engine, rebuild_branch=MIGRATION_BRANCH if settings.from_beginning else None)
         await broker.start()
         log.info("analytics_started", group=settings.group_id, rebuild=settings.from_beginning)
         try:

@@ -2,7 +2,6 @@
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -10,46 +9,22 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
-    Dialect,
     Float,
     Index,
     Integer,
     MetaData,
     String,
     Table,
-    TypeDecorator,
     UniqueConstraint,
-    event,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import UsageRecorded
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on every backend (SQLite has no time zones: it stores naive UTC)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
+from services.common.database import UtcDateTime
 
 metadata = MetaData()
 
@@ -88,6 +63,8 @@ usage = Table(
 )
 
 CONFLICT_KEYS = ("request_id", "attempt")
+# The Alembic branch that creates `usage` (services/common/migrations): a rebuild drops it.
+MIGRATION_BRANCH = "usage"
 
 
 def row_of(event: UsageRecorded) -> dict[str, Any]:
@@ -118,32 +95,6 @@ def row_of(event: UsageRecorded) -> dict[str, Any]:
         "finished_at": event.finished_at,
         "recorded_at": datetime.now(UTC),
     }
-
-
-def make_engine(url: str) -> AsyncEngine:
-    """An async engine; for a SQLite file, its folder is created and WAL lets readers in."""
-    parsed = make_url(url)
-    # < 32k bound parameters; errors never echo row values (or key hashes) into logs.
-    options: dict[str, Any] = {"insertmanyvalues_page_size": 500, "hide_parameters": True}
-    if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, **options)
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        options["poolclass"] = StaticPool  # one connection, or each would see its own database
-    else:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, **options)
-    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL: the API reads while the consumer writes; synchronous stays FULL, so a commit
-    # that returned survives a power cut (offsets are committed to Kafka right after).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
 
 
 class UsageStore:

@@ -6,8 +6,9 @@ import math
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
+from contracts import EdgeCode
+from services.common.openai_errors import OpenAIError
 from services.gateway.callers import Caller
-from services.gateway.errors import ApiError
 from services.gateway.node import GatewayNode
 from services.gateway.openai_wire import ChatCompletionRequest
 from services.tenants.limiter import (
@@ -30,7 +31,7 @@ _WHAT = {
 }
 
 
-class RateLimited(ApiError):
+class RateLimited(OpenAIError):
     """A 429; `retry_after_s` also goes into WebSocket error frames."""
 
     def __init__(self, decision: Decision, limit: int | None, headers: dict[str, str]) -> None:
@@ -42,7 +43,9 @@ class RateLimited(ApiError):
             f"Rate limit reached on {label} ({field}): limit {limit}. "
             f"Try again in {self.retry_after_s}s.",
             type_="rate_limit_error",
-            code="insufficient_quota" if kind == DAILY_TOKENS else "rate_limit_exceeded",
+            code=EdgeCode.INSUFFICIENT_QUOTA
+            if kind == DAILY_TOKENS
+            else EdgeCode.RATE_LIMIT_EXCEEDED,
             headers={**headers, "retry-after": str(self.retry_after_s)},
         )
 
@@ -72,11 +75,10 @@ async def admit(
         decision = await node.limiter.admit(caller.tenant, caller.limits, estimate, request_id)
     except (SQLAlchemyError, OSError) as exc:
         log.error("limits_unavailable", error=type(exc).__name__)
-        raise ApiError(
+        raise OpenAIError(
             503,
             "Rate limits cannot be checked right now; try again.",
-            type_="api_error",
-            code="service_unavailable",
+            code=EdgeCode.SERVICE_UNAVAILABLE,
             headers={"retry-after": "1"},
         ) from exc
     headers = rate_headers(decision)

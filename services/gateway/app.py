@@ -15,15 +15,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
 from infra.kafka.topics import ensure_topics
-from services.analytics.migrate import migrate
-from services.analytics.store import make_engine
+from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import make_broker
 from services.common.models import load_models
+from services.common.openai_errors import install_error_handlers
 from services.fanout import Hub, ReplyReader
+from services.gateway.body_limit import DeclaredBodyLimit, counted_body_too_large
 from services.gateway.callers import Authenticator
-from services.gateway.errors import DeclaredBodyLimit, install_error_handlers
 from services.gateway.node import GatewayNode
 from services.gateway.publish import RequestPublisher
 from services.gateway.routes import chat, models, streams, ws
@@ -137,7 +137,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
-    install_error_handlers(app)
+    install_error_handlers(app, on_http=counted_body_too_large)
     app.include_router(health_router(registry, readiness))
     app.include_router(chat.router)
     app.include_router(models.router)

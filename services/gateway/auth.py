@@ -6,8 +6,9 @@ import structlog
 from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
+from contracts import EdgeCode
+from services.common.openai_errors import OpenAIError
 from services.gateway.callers import DEV_TENANT, Caller
-from services.gateway.errors import ApiError
 from services.gateway.node import NodeDep
 
 __all__ = ["DEV_TENANT", "Caller", "CallerDep", "bearer", "caller_from_request"]
@@ -20,22 +21,21 @@ def bearer(authorization: str | None) -> str | None:
     return key.strip() if scheme.lower() == "bearer" else None
 
 
-def unauthorized() -> ApiError:
+def unauthorized() -> OpenAIError:
     # Never echo the key back: it may be a real secret pasted in the wrong place.
-    return ApiError(
+    return OpenAIError(
         401,
         "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
-        code="invalid_api_key",
+        code=EdgeCode.INVALID_API_KEY,
         headers={"www-authenticate": "Bearer"},
     )
 
 
-def store_unavailable() -> ApiError:
-    return ApiError(
+def store_unavailable() -> OpenAIError:
+    return OpenAIError(
         503,
         "The key store is unavailable; try again.",
-        type_="api_error",
-        code="service_unavailable",
+        code=EdgeCode.SERVICE_UNAVAILABLE,
         headers={"retry-after": "1"},
     )
 

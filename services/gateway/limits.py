@@ -2,7 +2,8 @@
 
 from pydantic import BaseModel, Field
 
-from services.gateway.errors import ApiError
+from contracts import EdgeCode
+from services.common.openai_errors import OpenAIError
 from services.gateway.openai_wire import ChatCompletionRequest
 
 
@@ -22,7 +23,9 @@ class InputLimits(BaseModel):
 def check_input(body: ChatCompletionRequest, limits: InputLimits) -> None:
     """Raise a 400 naming the first field over its limit."""
     if len(body.messages) > limits.max_messages:
-        raise _refuse(f"at most {limits.max_messages} messages", "messages", "too_many_messages")
+        raise _refuse(
+            f"at most {limits.max_messages} messages", "messages", EdgeCode.TOO_MANY_MESSAGES
+        )
     total = 0
     for i in range(len(body.messages)):
         chars = _chars(body, i, limits)
@@ -30,20 +33,22 @@ def check_input(body: ChatCompletionRequest, limits: InputLimits) -> None:
             raise _refuse(
                 f"a message may hold at most {limits.max_message_chars} characters",
                 f"messages.{i}.content",
-                "message_too_long",
+                EdgeCode.MESSAGE_TOO_LONG,
             )
         total += chars
     if total > limits.max_total_chars:
         raise _refuse(
             f"all messages together may hold at most {limits.max_total_chars} characters",
             "messages",
-            "context_too_long",
+            EdgeCode.CONTEXT_TOO_LONG,
         )
     for name in ("max_tokens", "max_completion_tokens"):
         value = getattr(body, name)
         if value is not None and value > limits.max_output_tokens:
             raise _refuse(
-                f"'{name}' may be at most {limits.max_output_tokens}", name, "max_tokens_too_large"
+                f"'{name}' may be at most {limits.max_output_tokens}",
+                name,
+                EdgeCode.MAX_TOKENS_TOO_LARGE,
             )
 
 
@@ -59,12 +64,12 @@ def _chars(body: ChatCompletionRequest, i: int, limits: InputLimits) -> int:
                 f"content parts of type {kind!r} are not accepted here "
                 f"(accepted: {', '.join(limits.content_parts)})",
                 f"messages.{i}.content.{j}.type",
-                "unsupported_content_part",
+                EdgeCode.UNSUPPORTED_CONTENT_PART,
             )
         text = part.get("text")
         chars += len(text) if isinstance(text, str) else 0
     return chars
 
 
-def _refuse(message: str, param: str, code: str) -> ApiError:
-    return ApiError(400, f"Invalid request: {message}.", param=param, code=code)
+def _refuse(message: str, param: str, code: EdgeCode) -> OpenAIError:
+    return OpenAIError(400, f"Invalid request: {message}.", param=param, code=code)

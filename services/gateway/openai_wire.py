@@ -109,14 +109,6 @@ def completion_body(
     }
 
 
-def stream_error(code: str, message: str) -> str:
-    """An error inside an SSE stream; the OpenAI SDKs raise it as an APIError."""
-    return json.dumps(
-        {"error": {"message": message, "type": "api_error", "param": None, "code": code}},
-        separators=_COMPACT,
-    )
-
-
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 

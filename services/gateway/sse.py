@@ -1,14 +1,14 @@
 """Stream events -> OpenAI SSE frames; the one renderer of the original and resumed streams,
 so a stream resumed after any frame id continues byte for byte as the original would have."""
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 from sse_starlette import ServerSentEvent
 
-from contracts import Completed, ErrorCode, Failed, Started, StreamEvent
-from services.fanout.hub import SubscriberDropped, Subscription
-from services.gateway.openai_wire import ChunkFormatter, stream_error
+from contracts import Completed, EdgeCode, ErrorCode, Failed, Started, StreamEvent
+from services.common.openai_errors import Code, stream_error
+from services.gateway.openai_wire import ChunkFormatter
+from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped
 
 
 def frame(data: str, id: int | None = None) -> ServerSentEvent:
@@ -53,87 +53,39 @@ class FrameRenderer:
                     frames.append(frame(self._fmt.finish(event.finish_reason), event.seq))
             return [*frames, frame("[DONE]")]
         if isinstance(event, Failed):
-            return [frame(stream_error(event.code.value, event.message), event.seq)] if new else []
+            return [frame(stream_error(event.code, event.message), event.seq)] if new else []
         return []
 
 
 async def sse_frames(
-    sub: Subscription,
-    renderer: FrameRenderer,
-    *,
-    idle_timeout_s: float,
-    first: StreamEvent | None = None,
-    on_detach: Callable[[], None] | None = None,
-    on_end: Callable[[int | None], None] | None = None,
-    batch_max: int = 256,
+    stream: EventStream, renderer: FrameRenderer, *, first: StreamEvent | None = None
 ) -> AsyncIterator[bytes]:
-    """Encoded frames until the stream ends; `on_detach` runs if the client leaves first, and
-    `on_end` always, with the total tokens of the final event if there was one.
+    """Encoded frames until the stream ends; closing `stream` at the end (or when the client
+    leaves) is this generator's job.
 
     Events already waiting are rendered into one write: under load that turns hundreds of
     small sends through the ASGI stack into a few, with the same bytes on the wire.
     """
-    state = _Progress()
     try:
-        with sub:
-            if first is not None:
-                yield _encode(renderer.render(first))
-            while not state.stop:
-                try:
-                    async with asyncio.timeout(idle_timeout_s):
-                        event = await sub.next()
-                except TimeoutError:
-                    state.finished = True
-                    yield _encode([_error(ErrorCode.STREAM_TIMEOUT.value, _STALLED)])
-                    return
-                except SubscriberDropped:
-                    yield _encode([_error("slow_consumer", _DROPPED)])
-                    return  # the client may resume: it still counts as detached
-                out = _render_batch(renderer, [event, *sub.ready(batch_max)], sub, state)
-                if out:
-                    yield out
+        if first is not None:
+            yield _encode(renderer.render(first))
+        async for batch in stream.batches():
+            out = _encode([f for event in batch for f in renderer.render(event)])
+            if out:
+                yield out
+    except StreamStalled:
+        yield _encode([_error(ErrorCode.STREAM_TIMEOUT, _STALLED)])
+    except SubscriberDropped:
+        yield _encode([_error(EdgeCode.SLOW_CONSUMER, _DROPPED)])  # the client may resume
     finally:
-        if not state.finished and on_detach is not None:
-            on_detach()
-        if on_end is not None:
-            on_end(state.tokens)
+        await stream.aclose()
 
 
 _STALLED = "the answer stalled; resume or retry"
 _DROPPED = "client too slow; resume from the last event id"
 
 
-class _Progress:
-    __slots__ = ("finished", "stop", "tokens")
-
-    def __init__(self) -> None:
-        self.finished = False  # the stream reached its end (no detach to report)
-        self.stop = False  # nothing more to send
-        self.tokens: int | None = None  # total tokens of the final event
-
-
-def _render_batch(
-    renderer: FrameRenderer, batch: list[StreamEvent | None], sub: Subscription, state: _Progress
-) -> bytes:
-    frames: list[ServerSentEvent] = []
-    for event in batch:
-        if event is None:  # the feed ended: the stream is over, or this watcher was dropped
-            state.stop = True
-            if sub.dropped:
-                frames.append(_error("slow_consumer", _DROPPED))
-            else:
-                state.finished = True
-            break
-        frames.extend(renderer.render(event))
-        if event.type in ("completed", "failed"):
-            state.finished = state.stop = True
-            usage = event.usage  # type: ignore[union-attr]
-            state.tokens = usage.total_tokens if usage is not None else None
-            break
-    return _encode(frames)
-
-
-def _error(code: str, message: str) -> ServerSentEvent:
+def _error(code: Code, message: str) -> ServerSentEvent:
     return frame(stream_error(code, message))
 
 

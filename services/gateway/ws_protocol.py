@@ -18,8 +18,8 @@ from pydantic import (
     model_validator,
 )
 
-from contracts import ErrorCode, StreamEvent
-from services.gateway.errors import _param
+from contracts import EdgeCode, ErrorCode, StreamEvent
+from services.common.openai_errors import Code, OpenAIError, param_from_loc
 from services.gateway.openai_wire import ChatCompletionRequest
 
 ClientId = Annotated[StrictStr, Field(max_length=128)] | StrictInt | None
@@ -91,7 +91,7 @@ class WsError(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    code: str
+    code: Code
     message: str
     id: ClientId = None
     request_id: str | None = None
@@ -109,9 +109,9 @@ def parse_client_message(raw: str | bytes) -> ClientMessage | WsError:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        return WsError(code="invalid_json", message="We could not parse the JSON message.")
+        return WsError(code=EdgeCode.INVALID_JSON, message="We could not parse the JSON message.")
     if not isinstance(data, dict):
-        return WsError(code="invalid_json", message="A message must be a JSON object.")
+        return WsError(code=EdgeCode.INVALID_JSON, message="A message must be a JSON object.")
     client_id = _client_id(data.get("id"))
     try:
         return CLIENT_MESSAGE.validate_python(data)
@@ -131,15 +131,15 @@ def _invalid(exc: ValidationError, client_id: str | int | None) -> WsError:
     first = exc.errors()[0]
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return WsError(
-            code="unknown_type",
+            code=EdgeCode.UNKNOWN_TYPE,
             message="Unknown message type; expected one of: auth, chat, cancel, resume, ping.",
             id=client_id,
             param="type",
         )
     # loc = (type tag, field, ...); a chat body's fields sit under "body", cut by _param.
-    param = _param(tuple(first["loc"])[1:])
+    param = param_from_loc(tuple(first["loc"])[1:])
     return WsError(
-        code="invalid_value",
+        code=EdgeCode.INVALID_VALUE,
         message=f"Invalid value for '{param or 'message'}': {first['msg']}",
         id=client_id,
         param=param,
@@ -156,7 +156,7 @@ def event_frame(event: StreamEvent) -> str:
     return _encode(event.model_dump(mode="json", exclude=_INTERNAL))
 
 
-def error_frame(code: str, message: str, **fields: Any) -> str:
+def error_frame(code: Code, message: str, **fields: Any) -> str:
     return WsError(code=code, message=message, **fields).frame()
 
 
@@ -165,46 +165,34 @@ def reply(type_: str, **fields: Any) -> str:
     return _encode({"type": type_, **{k: v for k, v in fields.items() if v is not None}})
 
 
-# The errors the socket sends besides bad messages; each says whether retrying may help.
-def not_found(client_id: ClientId, request_id: str) -> str:
-    message = f"No stream with id '{request_id}'."
+def from_error(exc: OpenAIError, client_id: ClientId, request_id: str | None = None) -> str:
+    """The HTTP API's refusal as an `error` frame: the same code, message and parameter."""
     return error_frame(
-        "stream_not_found", message, id=client_id, request_id=request_id, param="request_id"
+        exc.code or ErrorCode.INTERNAL,
+        exc.message,
+        id=client_id,
+        request_id=request_id,
+        param=exc.param,
+        retryable=exc.retryable,
+        retry_after_s=getattr(exc, "retry_after_s", None),
     )
 
 
+# The errors only the socket sends; each says whether retrying may help.
 def unauthenticated(client_id: ClientId) -> str:
     message = 'Authenticate first: send {"type": "auth", "api_key": "<key>"}.'
-    return error_frame("invalid_api_key", message, id=client_id)
-
-
-def unavailable(client_id: ClientId, request_id: str | None = None) -> str:
-    message = "The request queue is unavailable; try again."
-    return error_frame(
-        "service_unavailable", message, id=client_id, request_id=request_id, retryable=True
-    )
-
-
-def rate_limited(client_id: ClientId, message: str, retry_after_s: int) -> str:
-    return error_frame(
-        "rate_limited", message, id=client_id, retryable=True, retry_after_s=retry_after_s
-    )
+    return error_frame(EdgeCode.INVALID_API_KEY, message, id=client_id)
 
 
 def already_streaming(client_id: ClientId, request_id: str) -> str:
     message = "This socket already receives that stream."
-    return error_frame("already_streaming", message, id=client_id, request_id=request_id)
-
-
-def no_worker(request_id: str) -> str:
-    message = "No inference worker took the request in time; try again."
-    return error_frame(ErrorCode.OVERLOADED.value, message, request_id=request_id, retryable=True)
+    return error_frame(EdgeCode.ALREADY_STREAMING, message, id=client_id, request_id=request_id)
 
 
 def stalled(request_id: str, last_seq: int) -> str:
     message = "The answer stalled; resume from last_seq or retry."
     return error_frame(
-        ErrorCode.STREAM_TIMEOUT.value,
+        ErrorCode.STREAM_TIMEOUT,
         message,
         request_id=request_id,
         retryable=True,
@@ -215,5 +203,5 @@ def stalled(request_id: str, last_seq: int) -> str:
 def slow_consumer(request_id: str, last_seq: int) -> str:
     message = "Client too slow; resume from last_seq."
     return error_frame(
-        "slow_consumer", message, request_id=request_id, retryable=True, last_seq=last_seq
+        EdgeCode.SLOW_CONSUMER, message, request_id=request_id, retryable=True, last_seq=last_seq
     )

@@ -8,14 +8,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 
+from contracts import EdgeCode
 from services.common.health import health_router
+from services.common.openai_errors import OpenAIError, install_error_handlers
 from services.llmsim import wire
 from services.llmsim.faults import (
     NO_FAULT,
@@ -229,8 +229,7 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
     sim = _Simulator(settings, registry)
     app = FastAPI(title="llmsim", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.simulator = sim
-    app.add_exception_handler(RequestValidationError, wire.on_invalid_request)
-    app.add_exception_handler(HTTPException, wire.on_http_error)
+    install_error_handlers(app, on_invalid=wire.invalid_request)
     wire.quiet_injected_disconnects()
 
     async def readiness() -> dict[str, bool]:
@@ -245,7 +244,9 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
             fault, key = request_fault(request.headers, body.metadata, sim.default_fault)
         except FaultSpecError as exc:
             message = f"Invalid llmsim fault spec: {exc}"
-            return wire.openai_error(400, message, exc.param, "invalid_value")
+            return OpenAIError(
+                400, message, param=exc.param, code=EdgeCode.INVALID_VALUE
+            ).response()
         applies = fault.hits(body.model) and sim.fail_counters.applies(fault, key)
         return await sim.complete(body, fault if applies else NO_FAULT)
 

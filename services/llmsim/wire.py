@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 
+from contracts import EdgeCode
+from services.common.openai_errors import OpenAIError
 from services.llmsim.faults import Fault, InjectedDisconnect
 from services.llmsim.text import finish_reason
 
@@ -79,26 +79,17 @@ def completion(
     }
 
 
-def openai_error(
-    status: int,
-    message: str,
-    param: str | None = None,
-    code: str | None = None,
-    kind: str = "invalid_request_error",
-) -> JSONResponse:
-    error = {"message": message, "type": kind, "param": param, "code": code}
-    return JSONResponse({"error": error}, status_code=status)
-
-
 def fault_response(fault: Fault, status: int) -> JSONResponse:
     """The error an injected `status` fault answers, shaped as OpenAI's for that status."""
+    code: EdgeCode | None
     if status == 429:
-        kind, code, message = "requests", "rate_limit_exceeded", "Rate limit reached"
+        kind, code, message = "requests", EdgeCode.RATE_LIMIT_EXCEEDED, "Rate limit reached"
     elif status >= 500:
         kind, code, message = "server_error", None, "The server had an error"
     else:
         kind, code, message = "invalid_request_error", None, "The request was refused"
-    response = openai_error(status, f"{message} (llmsim fault {fault.spec!r})", None, code, kind)
+    text = f"{message} (llmsim fault {fault.spec!r})"
+    response = OpenAIError(status, text, type_=kind, code=code).response()
     response.headers["x-llmsim-fault-injected"] = fault.spec
     if fault.retry_after is not None or status in (429, 503):
         seconds = fault.retry_after or 0.0
@@ -114,30 +105,23 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)[1:]
 
 
-async def on_invalid_request(_: Request, exc: Exception) -> JSONResponse:
-    """Every validation failure is a 400 in OpenAI's error shape, never FastAPI's 422."""
-    assert isinstance(exc, RequestValidationError)
+def invalid_request(exc: RequestValidationError) -> OpenAIError:
+    """Every validation failure is a 400 with the codes OpenAI itself uses, never a 422."""
     error = exc.errors()[0]
     kind, param = error["type"], _param(tuple(error["loc"]))
     if kind == "json_invalid":
-        return openai_error(400, "We could not parse the JSON body of your request.")
+        return OpenAIError(400, "We could not parse the JSON body of your request.")
     if param is None:
-        return openai_error(400, f"The request body must be a JSON object: {error['msg']}")
+        return OpenAIError(400, f"The request body must be a JSON object: {error['msg']}")
     if kind == "missing":
-        return openai_error(
-            400, f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
-        )
-    code = {"too_short": "empty_array", "greater_than_equal": "integer_below_min_value"}.get(
-        kind, "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
-    )
-    return openai_error(400, f"Invalid '{param}': {error['msg']}.", param, code)
-
-
-async def on_http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    response = openai_error(exc.status_code, str(exc.detail))
-    response.headers.update(exc.headers or {})
-    return response
+        message = f"Missing required parameter: '{param}'."
+        return OpenAIError(400, message, param=param, code=EdgeCode.MISSING_REQUIRED_PARAMETER)
+    code = {
+        "too_short": EdgeCode.EMPTY_ARRAY,
+        "greater_than_equal": EdgeCode.INTEGER_BELOW_MIN_VALUE,
+    }.get(kind, EdgeCode.INVALID_TYPE if kind.endswith(("_type", "_parsing")) else None)
+    message = f"Invalid '{param}': {error['msg']}."
+    return OpenAIError(400, message, param=param, code=code or EdgeCode.INVALID_VALUE)
 
 
 class _QuietInjectedDisconnects(logging.Filter):

@@ -21,24 +21,20 @@ import httpx
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
+from contracts import EdgeCode
 from services.common.health import health_router
 from services.common.logging import configure_logging
+from services.common.openai_errors import OpenAIError, install_error_handlers
 from services.localmodel.engine import Engine, LlamaMetrics, start_engine
 from services.localmodel.settings import LocalModelSettings
 
 SERVICE = "localmodel"
 PROXIED = ("/v1/chat/completions", "/v1/completions")
 log = structlog.get_logger(SERVICE)
-
-
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    body = {"error": {"message": message, "type": "api_error", "param": None, "code": code}}
-    return JSONResponse(body, status_code=status)
 
 
 class _Proxy:
@@ -70,7 +66,9 @@ class _Proxy:
 
     async def forward(self, request: Request) -> Response:
         if self.upstream is None:
-            return _error(503, "The model is still loading", "model_loading")
+            return OpenAIError(
+                503, "The model is still loading", code=EdgeCode.MODEL_LOADING
+            ).response()
         upstream_request = self.client.build_request(
             "POST",
             self.upstream + request.url.path,
@@ -82,7 +80,9 @@ class _Proxy:
         except httpx.TransportError as exc:
             self.upstream_errors.inc()
             log.error("upstream_unreachable", error=repr(exc))
-            return _error(502, "The local model server is unreachable", "upstream_unreachable")
+            return OpenAIError(
+                502, "The local model server is unreachable", code=EdgeCode.UPSTREAM_UNREACHABLE
+            ).response()
         media_type = response.headers.get("content-type", "application/json")
         if response.status_code >= 500:
             self.upstream_errors.inc()
@@ -161,6 +161,7 @@ def create_app(settings: LocalModelSettings, upstream_url: str | None = None) ->
         lifespan=lifespan,
     )
     app.state.proxy = proxy
+    install_error_handlers(app)  # unknown routes and the relay's own errors, in OpenAI's shape
 
     async def readiness() -> dict[str, bool]:
         # The model lives in this process: once loaded, llama.cpp answers; no HTTP round trip,

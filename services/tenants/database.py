@@ -1,12 +1,11 @@
-"""Open the tenant store on the analytics database, migrated to the current schema."""
+"""Open the tenant store on the shared database, migrated to the current schema."""
 
 import contextlib
 from collections.abc import AsyncIterator
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.analytics.migrate import migrate
-from services.analytics.store import make_engine
+from services.common.database import make_engine, migrate
 from services.tenants.settings import TenantStoreSettings
 from services.tenants.store import TenantStore
 

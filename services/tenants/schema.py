@@ -13,7 +13,7 @@ from sqlalchemy import (
     Table,
 )
 
-from services.analytics.store import UtcDateTime
+from services.common.database import UtcDateTime
 
 metadata = MetaData()
 

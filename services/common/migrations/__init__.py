@@ -1,1 +1,2 @@
-"""Alembic migrations of the analytics tables (run by `services.analytics.migrate`)."""
+"""Alembic migrations of the shared database: branch `usage` (analytics) and `tenants`
+(keys and limits); run by `services.common.database.migrate`."""

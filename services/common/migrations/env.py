@@ -1,15 +1,18 @@
-"""Alembic environment: runs on the connection `migrate.py` hands over, or opens its own."""
+"""Alembic environment: runs on the connection `database.migrate` hands over, or opens its own.
+
+The revisions define their tables inline, so no service is imported here; the table metadata
+is needed only by `--autogenerate`, which takes it from `config.attributes["target_metadata"]`
+(`tests/unit/common/test_database.py` compares the heads with the services' tables)."""
 
 import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from services.analytics.store import make_engine, metadata
-from services.tenants.schema import metadata as tenants_metadata
+from services.common.database import make_engine
 
 config = context.config
-target_metadata = [metadata, tenants_metadata]
+target_metadata = config.attributes.get("target_metadata")
 
 
 def _run(connection: Connection) -> None:

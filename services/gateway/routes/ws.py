@@ -5,11 +5,10 @@ This module authenticates the handshake; `services.gateway.ws_session` runs the 
 """
 
 from fastapi import APIRouter, WebSocket
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.gateway.auth import bearer, store_unavailable
-from services.gateway.errors import ApiError
+from services.common.openai_errors import OpenAIError
+from services.gateway.auth import bearer, store_unavailable, unauthorized
 from services.gateway.node import GatewayNode
 from services.gateway.ws_session import Session
 
@@ -33,15 +32,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     if caller is None and key is not None:
         # A wrong key in the handshake: 401, as on HTTP. Never echo the key back.
-        await _deny(websocket, ApiError(401, "Incorrect API key.", code="invalid_api_key"))
+        await _deny(websocket, unauthorized())
         return
     await websocket.accept(subprotocol=subprotocol)
     await Session(websocket, node, caller).run()
 
 
-async def _deny(websocket: WebSocket, err: ApiError) -> None:
+async def _deny(websocket: WebSocket, err: OpenAIError) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        response = JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-        await websocket.send_denial_response(response)
+        await websocket.send_denial_response(err.response())
     else:
         await websocket.close(code=1008 if err.status == 401 else 1013)

@@ -9,9 +9,9 @@ import pytest
 from fastapi import FastAPI
 
 from services.analytics.app import create_app
-from services.analytics.migrate import migrate
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import UsageStore
+from services.common.database import migrate
 
 
 @pytest.fixture

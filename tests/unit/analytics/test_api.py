@@ -48,6 +48,33 @@ def _expected_groups(events: Sequence[UsageRecorded], keys: Sequence[str]) -> li
     ]
 
 
+# The oracle above, pinned to numbers worked out by hand: linear interpolation between closest
+# ranks (PostgreSQL's percentile_cont, numpy's default "linear"), position q * (n - 1).
+@pytest.mark.parametrize(
+    ("ordered", "q", "expected"),
+    [
+        ([1, 2, 3, 4], 0.5, 2.5),  # position 1.5: halfway from 2 to 3
+        ([1, 2, 3, 4], 0.95, 3.85),  # position 2.85
+        ([10, 20, 30, 40, 50], 0.5, 30),  # an odd count: the middle value itself
+        ([10, 20, 30, 40, 50], 0.95, 48),  # position 3.8: 40 + 0.8 * 10
+        ([15, 20, 35, 40, 50], 0.4, 29),  # position 1.6: 20 + 0.6 * 15
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.25, 7.25),
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.5, 9),
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.75, 14.5),
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.95, 18.2),  # position 8.55
+        ([7], 0.95, 7),
+        ([1, 2, 3, 4], 0.0, 1),
+        ([1, 2, 3, 4], 1.0, 4),
+    ],
+)
+def test_percentile_interpolates_linearly(ordered: list[float], q: float, expected: float) -> None:
+    assert percentile(ordered, q) == pytest.approx(expected, abs=1e-12)
+
+
+def test_percentile_of_nothing_is_none() -> None:
+    assert percentile([], 0.5) is None
+
+
 @pytest.fixture
 async def app(analytics_app):
     app = await analytics_app()

@@ -1,4 +1,5 @@
-"""Alembic revisions build exactly the tables the code uses, and a rebuild empties only usage."""
+"""The shared engine and migrations: Alembic revisions build exactly the tables the services
+use, and a rebuild of the usage branch empties only usage."""
 
 import asyncio
 from pathlib import Path
@@ -7,8 +8,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from services.analytics.migrate import MIGRATIONS, migrate
-from services.analytics.store import UsageStore, make_engine, metadata
+from services.analytics.store import MIGRATION_BRANCH, UsageStore, metadata
+from services.common.database import MIGRATIONS, make_engine, migrate
 from services.tenants.schema import metadata as tenants_metadata
 from services.tenants.store import TenantStore
 from tests.usage_events import usage_events
@@ -46,7 +47,7 @@ async def test_migrating_twice_keeps_data_and_a_rebuild_empties_only_usage(
     _, key = await tenants.create_key("acme")
     await migrate(engine)
     assert await store.count() == 3
-    await migrate(engine, rebuild=True)
+    await migrate(engine, rebuild_branch=MIGRATION_BRANCH)
     assert await store.count() == 0
     principal = await tenants.principal(key)  # keys cannot be rebuilt from Kafka: they stay
     assert principal is not None and principal.tenant == "acme"
@@ -64,7 +65,7 @@ async def test_processes_migrating_one_sqlite_file_at_once_do_not_collide(
 
 
 def test_the_migrations_ship_inside_the_package() -> None:
-    assert MIGRATIONS.parent.name == "analytics"
+    assert MIGRATIONS.parent.name == "common"
     assert (MIGRATIONS / "env.py").is_file() and (MIGRATIONS / "script.py.mako").is_file()
     assert list((MIGRATIONS / "versions").glob("0001_*.py"))
     assert list((MIGRATIONS / "versions").glob("0002_*.py"))

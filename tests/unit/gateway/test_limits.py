@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.gateway.errors import ApiError
+from services.common.openai_errors import OpenAIError as ApiError
 from services.gateway.limits import InputLimits, check_input
 from services.gateway.openai_wire import ChatCompletionRequest
 
@@ -68,7 +68,7 @@ class TestUnexpectedErrors:
         import httpx
         from fastapi import FastAPI
 
-        from services.gateway.errors import install_error_handlers
+        from services.common.openai_errors import install_error_handlers
 
         app = FastAPI()
         install_error_handlers(app)

@@ -8,7 +8,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
 from contracts import TokenUsage
-from services.gateway.errors import _param
+from services.common.openai_errors import param_from_loc as _param
 from services.gateway.openai_wire import (
     ChatCompletionRequest,
     ChunkFormatter,

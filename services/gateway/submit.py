@@ -1,0 +1,277 @@
+"""The one submit path and the one event source of the gateway.
+
+`submit` turns a chat body into a queued request: input limits, a tenant-bound id on one of
+this node's reply partitions, rate-limit admission, a hub subscription taken before the
+publish (so not even the first event can be missed), then `ChatRequested` on `llm.requests`.
+`watch` opens an existing request on any node: its events from Kafka since it began, then the
+live tail. Both return an `EventStream`; HTTP, SSE and WebSocket only render its events.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import structlog
+from aiokafka.errors import KafkaError
+
+from contracts import (
+    TERMINAL_TYPES,
+    ChatRequested,
+    EdgeCode,
+    ErrorCode,
+    RequestRef,
+    StreamEvent,
+    parse_request_id,
+    utcnow,
+)
+from services.common.logging import bind_request
+from services.common.openai_errors import OpenAIError
+from services.common.redact import content_for_log
+from services.fanout.history import HistoryReader
+from services.fanout.hub import SubscriberDropped, Subscription
+from services.gateway.admission import admit
+from services.gateway.callers import Caller
+from services.gateway.limits import check_input
+from services.gateway.node import GatewayNode
+from services.gateway.openai_wire import ChatCompletionRequest
+from services.tenants.limiter import Ticket
+
+__all__ = [
+    "EventStream",
+    "StreamStalled",
+    "SubscriberDropped",
+    "cancel",
+    "submit",
+    "watch",
+]
+
+log = structlog.get_logger("gateway")
+
+
+class StreamStalled(Exception):
+    """No event came for `idle_timeout_s`: the stream ends for this client (retry or resume)."""
+
+
+class EventStream:
+    """One client's view of one request: its events in order, and what leaving means.
+
+    Closing it tells the workers the client left early (a detach starts the grace period),
+    releases the request's concurrency ticket with the tokens used, and stops its feed.
+    """
+
+    def __init__(
+        self,
+        node: GatewayNode,
+        sub: Subscription,
+        *,
+        ticket: Ticket | None = None,
+        reader: HistoryReader | None = None,
+    ) -> None:
+        self.request_id = sub.request_id
+        self.finished = False  # over for this client: leaving now is no detach
+        self.last_seq = -1  # the last event handed out
+        self.tokens: int | None = None  # total tokens of the terminal event
+        self._node, self._sub, self._ticket, self._reader = node, sub, ticket, reader
+        self._closed = False
+
+    async def first(self) -> StreamEvent:
+        """The first event of a request just submitted. Nobody took it within
+        `first_event_timeout_s`: it is withdrawn (cancelled) and the client gets a 503."""
+        try:
+            event = await self._next(self._node.settings.first_event_timeout_s)
+        except StreamStalled as exc:
+            with contextlib.suppress(KafkaError):
+                await self._node.publisher.cancel(self.request_id, reason="no_worker")
+            raise OpenAIError(
+                503,
+                "No inference worker took the request in time; try again.",
+                code=ErrorCode.OVERLOADED,
+            ) from exc
+        if event is None:
+            raise OpenAIError(502, "The stream ended early.", code=ErrorCode.INTERNAL)
+        self._note(event)
+        return event
+
+    async def batches(self, limit: int = 256) -> AsyncIterator[list[StreamEvent]]:
+        """The events in order, all that are already waiting at once (so a writer can send a
+        burst in one write), up to and including the terminal one.
+
+        Raises `StreamStalled` after `idle_timeout_s` without an event, and `SubscriberDropped`
+        when this client fell too far behind (it may resume from `last_seq`).
+        """
+        idle_s = self._node.settings.idle_timeout_s
+        while not self.finished:
+            event = await self._next(idle_s)
+            events: list[StreamEvent] = []
+            for item in (event, *self._sub.ready(limit)):
+                if item is None:
+                    break
+                events.append(item)
+                self._note(item)
+                if self.finished:
+                    break
+            if events:
+                yield events
+            if item is None:  # the feed ended: dropped as too slow, or nothing more to come
+                if self._sub.dropped:
+                    raise SubscriberDropped(self.request_id)
+                self.finished = True
+
+    async def _next(self, timeout_s: float) -> StreamEvent | None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                event = await self._sub.next()
+        except TimeoutError as exc:
+            self.finished = True
+            raise StreamStalled(self.request_id) from exc
+        if event is None:
+            self.finished = True
+        return event
+
+    def _note(self, event: StreamEvent) -> None:
+        self.last_seq = max(self.last_seq, event.seq)
+        if event.type in TERMINAL_TYPES:
+            self.finished = True
+            usage = event.usage  # type: ignore[union-attr]
+            self.tokens = usage.total_tokens if usage is not None else None
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.finished:
+            self._node.detach(self.request_id)
+        self._node.release(self._ticket, self.tokens)
+        self._sub.close()
+        if self._reader is not None:
+            await self._reader.stop()
+
+    async def __aenter__(self) -> "EventStream":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+
+async def submit(
+    node: GatewayNode,
+    caller: Caller,
+    body: ChatCompletionRequest,
+    *,
+    stream: bool,
+    deadline_s: float | None = None,
+    via: str = "http",
+) -> tuple[EventStream, dict[str, str]]:
+    """Check, admit and publish a chat request; its event stream and rate-limit headers.
+
+    Every refusal is an `OpenAIError` (400 input, 429 limits, 503 queue) carrying the request
+    id in `x-request-id` once one exists; nothing is published for a refused request.
+    """
+    check_input(body, node.settings.limits)
+    partition = node.reply_partition()
+    request_id = node.new_request_id(partition, caller.tenant, int(time.time() * 1000))
+    request = ChatRequested(
+        request_id=request_id,
+        tenant_id=caller.tenant,
+        model=body.model,
+        messages=tuple(body.messages),
+        params=body.passthrough_params(),
+        stream=stream,
+        include_usage=body.include_usage,
+        reply_partition=partition,
+        deadline=utcnow() + timedelta(seconds=deadline_s) if deadline_s else None,
+    )
+    with bind_request(request_id=request_id):
+        try:
+            ticket, rate_headers = await admit(node, caller, body, request_id)
+            sub = node.hub.subscribe(request_id)
+            try:
+                await _publish(node, request, via)
+            except BaseException:
+                sub.close()
+                node.release(ticket, None)
+                raise
+        except OpenAIError as exc:
+            # Errors name the request too, so it can be found in logs and usage.
+            exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
+            raise
+    return EventStream(node, sub, ticket=ticket), rate_headers
+
+
+async def _publish(node: GatewayNode, request: ChatRequested, via: str) -> None:
+    try:
+        await node.publisher.chat(request)
+    except KafkaError as exc:
+        log.error("publish_failed", error=type(exc).__name__)
+        raise queue_unavailable() from exc
+    log.info(
+        "request_published",
+        tenant=request.tenant_id,
+        model=request.model,
+        via=via,
+        **content_for_log(node.settings.log_content, request.messages),
+    )
+
+
+async def watch(node: GatewayNode, caller: Caller, request_id: str) -> EventStream:
+    """`caller`'s request from its first event, on any node; a 404 if there is none."""
+    ref = owned(node, caller, request_id)
+    settings = node.settings
+    sub = Subscription(None, request_id, settings.subscriber_buffer)
+    reader = HistoryReader(
+        settings.bootstrap_servers,
+        settings.topics.tokens.name,
+        ref,
+        sub,
+        client_id=f"tokenbus-gateway-watch-{settings.instance}",
+        stall_s=settings.watcher_stall_s,
+    )
+    reader.start()
+    try:
+        if not await reader.wait_found(settings.first_event_timeout_s):
+            raise stream_not_found(request_id)
+    except BaseException:
+        await reader.stop()
+        raise
+    # One more watcher: the worker holds off the grace-period cancel while it is here.
+    node.fire(node.publisher.attached(request_id))
+    return EventStream(node, sub, reader=reader)
+
+
+async def cancel(node: GatewayNode, caller: Caller, request_id: str) -> None:
+    """Ask the workers to stop `caller`'s request (a 404 if it is not theirs)."""
+    owned(node, caller, request_id)
+    try:
+        await node.publisher.cancel(request_id, reason="client")
+    except KafkaError as exc:
+        log.error("publish_failed", error=type(exc).__name__, request_id=request_id)
+        raise queue_unavailable() from exc
+
+
+def owned(node: GatewayNode, caller: Caller, request_id: str) -> RequestRef:
+    """The request's partition and time if it is `caller`'s; else a 404, exactly as for an id
+    that never existed (another tenant learns nothing)."""
+    ref = parse_request_id(request_id)
+    if ref is None or not node.owns(request_id, caller.tenant):
+        raise stream_not_found(request_id)
+    return ref
+
+
+def stream_not_found(request_id: str) -> OpenAIError:
+    return OpenAIError(
+        404,
+        f"No stream with id '{request_id}'.",
+        param="request_id",
+        code=EdgeCode.STREAM_NOT_FOUND,
+    )
+
+
+def queue_unavailable() -> OpenAIError:
+    return OpenAIError(
+        503,
+        "The request queue is unavailable; try again.",
+        code=EdgeCode.SERVICE_UNAVAILABLE,
+        headers={"retry-after": "1"},
+    )
