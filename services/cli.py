@@ -167,7 +167,7 @@ def topics(
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
 ) -> None:
     """Create the registry's topics (idempotent)."""
-    from infra.kafka.topics import ensure_topics
+    from services.common.kafka import ensure_topics
     from services.common.settings import KafkaSettings
 
     settings = KafkaSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))  # type: ignore[arg-type]

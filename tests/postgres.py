@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from infra.kafka.local import free_port
+from services.procs import free_port
 
 DATABASE = "tokenbus_test"
 

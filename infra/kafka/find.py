@@ -5,7 +5,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from infra.kafka.local import LocalBroker, free_port
+from infra.kafka.local import LocalBroker
+from services.procs import free_port
 
 
 def _docker_answers() -> bool:

@@ -18,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from string import Template
 
-from infra.kafka import topics
+from contracts import TOPICS
+from services.common.kafka import cluster_answers, ensure_topics
 
 HERE = Path(__file__).resolve().parent
 LIBS = HERE / ".libs"
@@ -30,12 +31,6 @@ JAVA = shutil.which("java") or "java"
 
 class BrokerError(RuntimeError):
     """The broker could not be set up, did not start, or died."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        return sock.getsockname()[1]
 
 
 def cluster_id() -> str:
@@ -64,9 +59,7 @@ def broker_answers(bootstrap: str, timeout: float = 5) -> bool:
         return False  # cheap check first: no JVM listening yet
     # A thread with its own loop, so this works inside a running event loop too.
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(
-            asyncio.run, topics.cluster_answers(bootstrap, int(timeout * 1000))
-        ).result()
+        return pool.submit(asyncio.run, cluster_answers(bootstrap, int(timeout * 1000))).result()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -195,13 +188,18 @@ def _run(broker: LocalBroker, prefix: str) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     with broker:
-        topics.main(["--bootstrap", broker.bootstrap, "--prefix", prefix])
+        _create_topics(broker.bootstrap, prefix)
         print(f"kafka running at {broker.bootstrap}; Ctrl-C stops it", flush=True)
         while not stopping.wait(0.5):
             if not broker.is_running():
                 print(f"kafka died:\n{broker.log_tail()}", file=sys.stderr)
                 return 1
     return 0
+
+
+def _create_topics(bootstrap: str, prefix: str) -> None:
+    created = asyncio.run(ensure_topics(bootstrap, TOPICS.with_prefix(prefix)))
+    print(f"topics created: {', '.join(created) or 'none (all exist)'}", flush=True)
 
 
 def _last_port(data_dir: Path) -> int:
@@ -230,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         broker.start(args.timeout)  # returns at once if running; waits if still starting
         took = "already running" if pid else f"started in {time.monotonic() - started:.1f}s"
         print(f"kafka at {broker.bootstrap}: {took} (pid {broker.pid})", flush=True)
-        topics.main(["--bootstrap", broker.bootstrap, "--prefix", args.prefix])
+        _create_topics(broker.bootstrap, args.prefix)
         return 0
     if args.command == "down":
         broker.stop()

@@ -16,7 +16,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Counter
 
 from contracts import DeadLetter
-from infra.kafka.topics import ensure_topics
 from services.analytics.api import router
 from services.analytics.consumer import UsageSink, rewind
 from services.analytics.replay import reset_to_beginning
@@ -25,7 +24,7 @@ from services.analytics.store import MIGRATION_BRANCH, UsageStore
 from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
-from services.common.kafka import make_broker
+from services.common.kafka import ensure_topics, make_broker
 from services.common.openai_errors import install_error_handlers
 from services.tenants.database import pepper
 from services.tenants.store import TenantStore

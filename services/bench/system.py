@@ -7,8 +7,7 @@ from typing import Any
 
 import yaml
 
-from infra.kafka.local import free_port
-from services.procs import ServiceProcess
+from services.procs import ServiceProcess, free_port
 
 
 @dataclass

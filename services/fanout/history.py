@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from contracts import STREAM_EVENT, RequestRef
+from services.common.kafka import assigned_consumer
 from services.common.redact import validation_summary
 from services.fanout.hub import Subscription
 
@@ -73,14 +74,7 @@ class HistoryReader:
                 caught_up.cancel()
 
     async def _run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id=self._client_id,
-            fetch_min_bytes=1,
-            fetch_max_wait_ms=100,
-        )
+        consumer = assigned_consumer(self._bootstrap, self._client_id)
         await consumer.start()
         try:
             consumer.assign([self._tp])

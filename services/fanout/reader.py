@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from contracts import STREAM_EVENT
+from services.common.kafka import assigned_consumer
 from services.common.redact import validation_summary
 from services.fanout.hub import Hub
 
@@ -35,15 +36,7 @@ class ReplyReader:
         # their bad records: each ends in the DLQ once.
         self._dead_letter = dead_letter
         self._partitions = [TopicPartition(topic, p) for p in partitions]
-        self._consumer_args = {
-            "bootstrap_servers": bootstrap,
-            "group_id": None,
-            "enable_auto_commit": False,
-            "client_id": client_id,
-            "fetch_min_bytes": 1,
-            "fetch_max_wait_ms": 100,
-            "auto_offset_reset": "latest",
-        }
+        self._bootstrap, self._client_id = bootstrap, client_id
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.ready = False
@@ -55,7 +48,9 @@ class ReplyReader:
 
     async def start(self) -> None:
         # aiokafka binds to the running loop at construction, so build it here.
-        self._consumer = AIOKafkaConsumer(**self._consumer_args)
+        self._consumer = assigned_consumer(
+            self._bootstrap, self._client_id, auto_offset_reset="latest"
+        )
         await self._consumer.start()
         self._consumer.assign(self._partitions)
         await self._consumer.seek_to_end(*self._partitions)

@@ -14,11 +14,10 @@ from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
-from infra.kafka.topics import ensure_topics
 from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
-from services.common.kafka import make_broker
+from services.common.kafka import ensure_topics, make_broker
 from services.common.models import load_models
 from services.common.openai_errors import install_error_handlers
 from services.fanout import Hub, ReplyReader

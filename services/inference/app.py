@@ -15,10 +15,9 @@ from faststream.middlewares import AckPolicy
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, Gauge
 
-from infra.kafka.topics import ensure_topics
 from services.common.dlq import publish_dead_letter
 from services.common.health import health_router
-from services.common.kafka import make_broker, make_fast_producer
+from services.common.kafka import ensure_topics, make_broker, make_fast_producer
 from services.common.models import load_models
 from services.inference.backends import BackendClients
 from services.inference.settings import InferenceSettings

@@ -34,8 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from infra.kafka.local import free_port
-from services.procs import ServiceProcess
+from services.procs import ServiceProcess, free_port
 
 TOPICS = [
     "the history of Rome",

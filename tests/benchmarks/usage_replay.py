@@ -29,9 +29,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from contracts import TOPICS
-from infra.kafka.topics import ensure_topics
 from services.analytics.app import create_app
 from services.analytics.settings import AnalyticsSettings
+from services.common.kafka import ensure_topics
 from tests.kafka_broker import session_broker
 from tests.postgres import asyncpg_url, fresh_database, local_postgres
 from tests.usage_events import usage_events

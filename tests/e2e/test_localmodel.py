@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from infra.kafka.local import free_port
-from services.procs import ServiceProcess
+from services.procs import ServiceProcess, free_port
 from tests.e2e.helpers import complete, eventually, sdk, stream_text
 from tests.system import System
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from contracts import TOPICS, UsageRecorded
-from infra.kafka.local import free_port
+from services.procs import free_port
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.usage import usage_of
 from tests.system import System

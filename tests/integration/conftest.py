@@ -6,7 +6,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from contracts import TOPICS, Topics
-from infra.kafka.topics import ensure_topics
+from services.common.kafka import ensure_topics
 
 
 @pytest.fixture

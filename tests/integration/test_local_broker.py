@@ -11,8 +11,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.topics import TOPICS
-from infra.kafka.local import LocalBroker, free_port
-from infra.kafka.topics import ensure_topics
+from infra.kafka.local import LocalBroker
+from services.common.kafka import ensure_topics
+from services.procs import free_port
 
 pytestmark = pytest.mark.kafka
 
