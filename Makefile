@@ -14,7 +14,7 @@ KAFKA_DATA ?= .kafka-data
 PYTEST_ARGS ?=
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status topics run test test-unit \
-        test-kafka test-e2e bench asyncapi lint fmt clean
+        test-kafka test-e2e bench asyncapi lint fmt clean screenshot
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -70,3 +70,8 @@ fmt: install
 
 clean:
 	rm -rf .run $(KAFKA_DATA) .pytest_cache .tools
+
+# Tests write only into pytest's tmp dir; this names docs/webchat.png for the one screenshot.
+screenshot: install kafka-jars ## Re-make docs/webchat.png from a real run in Chromium
+	TOKENBUS_SCREENSHOT=docs/webchat.png $(PY) pytest -p no:cacheprovider tests/e2e/test_webchat.py \
+		-k "TestConversation and token_by_token" $(PYTEST_ARGS)

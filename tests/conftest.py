@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.capabilities import POSTGRESQL, missing_capability, summarise
 from tests.kafka_broker import session_broker
 from tests.postgres import find_bin_dir, fresh_database, session_postgres
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which capabilities (PostgreSQL, Chromium) were missing and what it skipped."""
+    summarise(terminalreporter)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +39,7 @@ def postgres_server() -> Iterator[str]:
     """A PostgreSQL server URL (asyncpg): `TEST_POSTGRES_URL`/`DATABASE_URL`, else our own."""
     if not (os.environ.get("TEST_POSTGRES_URL") or os.environ.get("DATABASE_URL")):
         if find_bin_dir() is None:
-            pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+            missing_capability(*POSTGRESQL)  # a skip, or a failure under CI=true
     with session_postgres() as url:
         yield url
 

@@ -11,8 +11,9 @@ from sqlalchemy.exc import DataError, OperationalError
 
 from contracts import UsageRecorded
 from services.analytics.consumer import UsageSink, next_offsets
-from services.analytics.migrate import migrate
-from services.analytics.store import UsageStore, make_engine
+from services.analytics.store import UsageStore
+from services.common.database import make_engine, migrate
+from tests.fakes import eventually
 from tests.usage_events import usage_events
 
 TOPIC = "llm.usage"
@@ -129,9 +130,14 @@ class TestDatabaseFailures:
 
     async def test_draining_during_an_outage_leaves_the_batch_uncommitted(self, store) -> None:
         out = Recorder()
-        sink = UsageSink(FlakyStore(store, failures=10**6), out.dead_letter, out.count)  # type: ignore[arg-type]
+        flaky = FlakyStore(store, failures=10**6)
+        sink = UsageSink(flaky, out.dead_letter, out.count)  # type: ignore[arg-type]
         handling = asyncio.create_task(sink.handle(_records(usage_events(3)), out.commit))
-        await asyncio.sleep(0.05)
+
+        async def in_the_outage() -> bool:
+            return flaky.calls >= 1  # the batch's insert failed: the sink waits it out
+
+        await eventually(in_the_outage, within=2)
         await asyncio.wait_for(sink.drain(), timeout=2)
         await handling
         assert out.commits == [] and await store.count() == 0

@@ -29,6 +29,27 @@ def test_quantile_is_nearest_rank() -> None:
     assert math.isnan(quantile([], 0.5))
 
 
+# Pinned to numbers worked out by hand: the nearest rank is the ceil(q * n)-th smallest value.
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1, 2, 3, 4], 0.5, 2),  # rank 2 (a linear interpolation would say 2.5)
+        ([1, 2, 3, 4], 0.95, 4),  # rank ceil(3.8) = 4
+        ([15, 20, 35, 40, 50], 0.05, 15),  # rank ceil(0.25) = 1
+        ([15, 20, 35, 40, 50], 0.3, 20),  # rank ceil(1.5) = 2
+        ([15, 20, 35, 40, 50], 0.4, 20),  # rank 2 exactly
+        ([15, 20, 35, 40, 50], 0.5, 35),  # rank ceil(2.5) = 3
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.25, 7),  # rank ceil(2.5) = 3
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.5, 8),  # rank 5
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.75, 15),  # rank ceil(7.5) = 8
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.95, 20),  # rank ceil(9.5) = 10
+        ([3, 6, 7, 8, 8, 10, 13, 15, 16, 20], 0.0, 3),  # rank 0 is clamped to the first
+    ],
+)
+def test_quantile_pinned_values(values: list[float], q: float, expected: float) -> None:
+    assert quantile(values, q) == expected
+
+
 def test_dist_ms_converts_seconds_and_counts() -> None:
     d = dist_ms([0.003, 0.001, 0.002])
     assert d == {"p50": 2.0, "p95": 3.0, "p99": 3.0, "max": 3.0, "n": 3}
