@@ -62,8 +62,10 @@ bench: install kafka-jars ## Benchmark: tokenbus vs direct llmsim, 1..1000 strea
 asyncapi: install ## Regenerate docs/asyncapi.yaml from the FastStream apps
 	$(PY) faststream docs gen --factory services.asyncapi:create_app --yaml -o docs/asyncapi.yaml
 
-lint: install
+lint: install ## ruff (lint and format check) and mypy (strict on contracts/ and services/common/)
 	$(PY) ruff check .
+	$(PY) ruff format --check .
+	$(PY) mypy
 
 fmt: install
 	$(PY) ruff check --fix .

@@ -15,7 +15,7 @@ import httpx
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.create_server(("127.0.0.1", 0)) as sock:
-        return sock.getsockname()[1]  # type: ignore[no-any-return]
+        return sock.getsockname()[1]
 
 
 class ServiceFailed(RuntimeError):

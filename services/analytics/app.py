@@ -63,7 +63,7 @@ def add_usage_subscriber(broker: KafkaBroker, settings: AnalyticsSettings, sink:
 
     @subscriber
     async def on_usage_recorded(message: KafkaMessage) -> None:
-        records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message  # type: ignore[assignment]
+        records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message
         consumer = message.consumer
         # The in-memory test broker has no real consumer and nothing to commit.
         commit = consumer.commit if isinstance(consumer, AIOKafkaConsumer) else None

@@ -68,8 +68,9 @@ def parse_query(params: Mapping[str, str | None]) -> UsageQuery:
     unknown = sorted(set(params) - {"from", "to", "group_by", *FILTERS})
     if unknown:  # a typo (`tennant=`) would otherwise silently widen the answer
         raise QueryError(f"Unknown query parameter '{unknown[0]}'.", param=unknown[0])
-    start = parse_time(params["from"], "from") if params.get("from") else None
-    end = parse_time(params["to"], "to") if params.get("to") else None
+    raw_start, raw_end = params.get("from"), params.get("to")
+    start = parse_time(raw_start, "from") if raw_start else None
+    end = parse_time(raw_end, "to") if raw_end else None
     if start and end and start > end:
         raise QueryError("'from' must not be later than 'to'.", param="from")
     filters = {name: (params.get(name) or "").strip() or None for name in FILTERS}

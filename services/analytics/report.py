@@ -43,7 +43,7 @@ def fetch(
         except (ValueError, KeyError, TypeError):
             message = resp.text[:200]
         raise ReportError(f"HTTP {resp.status_code}: {message}")
-    return resp.json()  # type: ignore[no-any-return]
+    return resp.json()
 
 
 def key_names(report: dict[str, Any]) -> list[str]:

@@ -51,7 +51,7 @@ class BenchOptions:
         return cls(**(values | overrides))  # type: ignore[arg-type]
 
 
-def _numbers(kind: type, text: str) -> list:  # type: ignore[type-arg]
+def _numbers(kind: type, text: str) -> list:
     return [kind(part) for part in text.split(",") if part.strip()]
 
 

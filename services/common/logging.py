@@ -4,6 +4,7 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import Processor
 
 from services.common.settings import LogSettings
 
@@ -15,7 +16,7 @@ def configure_logging(settings: LogSettings, service: str) -> structlog.stdlib.B
     as_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -56,4 +57,4 @@ def configure_logging(settings: LogSettings, service: str) -> structlog.stdlib.B
     structlog.contextvars.bind_contextvars(
         service=service, instance=getattr(settings, "instance", "")
     )
-    return structlog.get_logger(service)
+    return structlog.stdlib.get_logger(service)

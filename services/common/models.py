@@ -105,13 +105,15 @@ def sim_profile(llmsim_url: str) -> ModelsConfig:
             "output_price_per_1m": price_out,
         }
 
-    return ModelsConfig(
-        profile="sim",
-        tiers={
-            "small": (backend("llmsim-small", 0.40, 1.60),),  # priced like the openai profile,
-            "large": (backend("llmsim-large", 2.00, 8.00),),  # so cost reports read the same
-        },
-    )  # type: ignore[arg-type]
+    return ModelsConfig.model_validate(
+        {
+            "profile": "sim",
+            "tiers": {
+                "small": [backend("llmsim-small", 0.40, 1.60)],  # priced like the openai profile,
+                "large": [backend("llmsim-large", 2.00, 8.00)],  # so cost reports read the same
+            },
+        }
+    )
 
 
 def local_profile(

@@ -7,7 +7,7 @@ Codes are members of `contracts.ErrorCode` or `contracts.EdgeCode`, never free s
 """
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -72,7 +72,7 @@ class OpenAIError(Exception):
         type_: str | None = None,
         param: str | None = None,
         code: Code | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code

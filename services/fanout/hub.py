@@ -1,7 +1,7 @@
 """Per-request subscriber registry with bounded buffers; a slow watcher is dropped alone."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from contracts import StreamEvent
 from services.fanout.sequencer import Sequencer
@@ -22,6 +22,7 @@ class Subscription:
         # follows exactly the rules of one fed live.
         self._sequencer = Sequencer()
         self.dropped = False
+        self.on_drop: Callable[[], None] | None = None  # told once, when dropped
 
     def offer(self, event: StreamEvent) -> None:
         """A raw event from Kafka: deliver it if it is the next one of this stream."""
@@ -56,6 +57,8 @@ class Subscription:
             self.dropped = True
             self._queue = asyncio.Queue(maxsize=1)
             self._queue.put_nowait(None)
+            if self.on_drop is not None:
+                self.on_drop()
 
     async def next(self) -> StreamEvent | None:
         """The next event; None once the stream is over; raises if this watcher was dropped."""

@@ -58,7 +58,8 @@ def estimate_tokens(body: ChatCompletionRequest, default_output: int) -> int:
         if isinstance(content, str):
             chars += len(content)
         elif content is not None:
-            chars += sum(len(p["text"]) for p in content if isinstance(p.get("text"), str))
+            texts = (part.get("text") for part in content)
+            chars += sum(len(text) for text in texts if isinstance(text, str))
     output = body.max_completion_tokens or body.max_tokens or default_output
     return math.ceil(chars / 4) + output
 

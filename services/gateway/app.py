@@ -10,7 +10,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
@@ -86,6 +86,11 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     Gauge(
         "tokenbus_gateway_subscriptions", "Open watchers on this node", registry=registry
     ).set_function(lambda: hub.subscriptions)
+    node.slow_consumer_drops = Counter(
+        "tokenbus_gateway_slow_consumer_drops",
+        "Clients dropped for reading too slowly (each may resume)",
+        registry=registry,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

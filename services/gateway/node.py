@@ -3,12 +3,13 @@ FastAPI deps."""
 
 import asyncio
 import itertools
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
+from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
 from contracts import new_request_id, request_belongs
@@ -31,7 +32,8 @@ class GatewayNode:
     models: ModelsConfig
     auth: Authenticator = field(default_factory=lambda: Authenticator(None))
     limiter: RateLimiter | None = None  # None: open mode, nothing is limited
-    _next_partition: itertools.cycle = field(init=False)  # type: ignore[type-arg]
+    slow_consumer_drops: Counter | None = None
+    _next_partition: Iterator[int] = field(init=False)
     _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
@@ -48,6 +50,12 @@ class GatewayNode:
     def detach(self, request_id: str) -> None:
         """The client left before the end: the worker keeps going for the grace period."""
         self.fire(self.publisher.detached(request_id, self.settings.disconnect_grace_s))
+
+    def dropped(self, request_id: str) -> None:
+        """A client fell too far behind and lost its feed (it may resume)."""
+        log.info("slow_consumer_dropped", request_id=request_id)
+        if self.slow_consumer_drops is not None:
+            self.slow_consumer_drops.inc()
 
     def reply_partition(self) -> int:
         """Spread this node's requests over the partitions it reads."""
@@ -77,7 +85,7 @@ class GatewayNode:
 
 async def get_node(request: Request) -> GatewayNode:
     # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
-    return request.app.state.node  # type: ignore[no-any-return]
+    return request.app.state.node
 
 
 NodeDep = Annotated[GatewayNode, Depends(get_node)]

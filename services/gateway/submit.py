@@ -9,6 +9,7 @@ live tail. Both return an `EventStream`; HTTP, SSE and WebSocket only render its
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -74,6 +75,8 @@ class EventStream:
         self.last_seq = -1  # the last event handed out
         self.tokens: int | None = None  # total tokens of the terminal event
         self._node, self._sub, self._ticket, self._reader = node, sub, ticket, reader
+        # Counted when it happens: a writer stuck on a full socket learns of it only later.
+        sub.on_drop = functools.partial(node.dropped, self.request_id)
         self._closed = False
 
     async def first(self) -> StreamEvent:

@@ -29,10 +29,9 @@ RequestId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 _ENVELOPE = frozenset({"type", "id", "deadline_s"})
 # Body keys the socket decides itself: a WebSocket answer is always streamed.
 _IGNORED = frozenset({"stream"})
-# Event fields that say nothing to a client (delivery bookkeeping, SSE rendering hints).
-_INTERNAL = frozenset(
-    {"schema_version", "event_id", "ts", "attempt", "include_usage", "role", "created"}
-)
+# Event fields that say nothing to a client (delivery bookkeeping, SSE rendering hints): a set,
+# not a frozenset, as that is what `model_dump(exclude=...)` is typed to take.
+_INTERNAL = {"schema_version", "event_id", "ts", "attempt", "include_usage", "role", "created"}
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 

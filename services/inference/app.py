@@ -159,7 +159,11 @@ def create_app(
         registry=registry,
     )
     for name in clients.busy():
-        busy.labels(name).set_function(lambda name=name: clients.busy()[name])
+
+        def busy_now(name: str = name) -> int:
+            return clients.busy()[name]
+
+        busy.labels(name).set_function(busy_now)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

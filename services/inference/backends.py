@@ -5,8 +5,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, Timeout
 
 from contracts import ChatRequested
 from services.common.models import BackendSpec, ModelsConfig
@@ -94,7 +93,7 @@ class BackendClients:
                     base_url=str(spec.base_url),
                     api_key=spec.api_key(),
                     max_retries=0,  # retries are the worker's decision (before the first token)
-                    timeout=httpx.Timeout(None, connect=spec.connect_timeout_s),
+                    timeout=Timeout(None, connect=spec.connect_timeout_s),
                 )
                 # Touching the resource loads the SDK's lazy modules now, not on the first
                 # request (where it cost ~10 ms of time to first token).

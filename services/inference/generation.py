@@ -10,12 +10,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import httpx2
 import openai
 from httpx_sse import EventSource
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic_core import from_json
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -221,7 +222,11 @@ class Generation:
         # worker's CPU (measured with py-spy).
         call = self._clients.get(backend).chat.completions.with_streaming_response.create(
             model=planned.model,
-            messages=[m.model_dump(exclude_none=True) for m in self.request.messages],
+            # Our contract's messages, validated, in OpenAI's shape: the SDK's TypedDicts.
+            messages=cast(
+                "list[ChatCompletionMessageParam]",
+                [m.model_dump(exclude_none=True) for m in self.request.messages],
+            ),
             stream=True,
             stream_options={"include_usage": True},
             extra_body=params,

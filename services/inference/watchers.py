@@ -23,7 +23,7 @@ class _Early:
 class Watchers:
     """Per-request watcher counts and grace timers; calls `abandon(request_id)` at expiry."""
 
-    def __init__(self, abandon: Callable[[str], None]) -> None:
+    def __init__(self, abandon: Callable[[str], object]) -> None:
         self._abandon = abandon
         self._counts: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}

@@ -140,7 +140,9 @@ class _Simulator:
         if fault.drop_after is not None:
             sent = min(fault.drop_after, len(tokens))
             return StreamingResponse(
-                _drop_later(ttft + sent * interval, fault), "application/json", headers
+                _drop_later(ttft + sent * interval, fault),
+                media_type="application/json",
+                headers=headers,
             )
         delay = ttft + len(tokens) * interval + fault.stall
         if delay > 0:

@@ -9,4 +9,4 @@ from services.localmodel.settings import LocalModelSettings
 parser = argparse.ArgumentParser(prog="python -m services.localmodel", description=__doc__)
 parser.add_argument("--port", type=int, default=None, help="Override the port from settings")
 args = parser.parse_args()
-run(LocalModelSettings(**({"port": args.port} if args.port is not None else {})))  # type: ignore[arg-type]
+run(LocalModelSettings(**({"port": args.port} if args.port is not None else {})))

@@ -66,7 +66,7 @@ class UnknownTenant(LookupError):
 
 def dialect_insert(engine: AsyncEngine) -> Callable[..., Any]:
     """`insert` with ON CONFLICT for this engine's dialect (SQLite or PostgreSQL)."""
-    return sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert  # type: ignore[return-value]
+    return sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
 
 
 class TenantStore:

@@ -24,6 +24,7 @@ class FakeNode:
     detached: list[str] = field(default_factory=list)
     released: list[tuple[Any, int | None]] = field(default_factory=list)
     cancelled: list[tuple[str, str]] = field(default_factory=list)
+    drops: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.settings = SimpleNamespace(
@@ -33,6 +34,9 @@ class FakeNode:
 
     async def _cancel(self, request_id: str, reason: str) -> None:
         self.cancelled.append((request_id, reason))
+
+    def dropped(self, request_id: str) -> None:
+        self.drops.append(request_id)
 
     def detach(self, request_id: str) -> None:
         self.detached.append(request_id)
@@ -135,3 +139,4 @@ class TestLeaving:
             await _drain(stream)
         await stream.aclose()
         assert node.detached == [REQUEST]
+        assert node.drops == [REQUEST]
