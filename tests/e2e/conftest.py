@@ -1,23 +1,20 @@
 """E2E fixtures: a tokenbus started as real processes on the session's broker."""
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.system import System
+from tests.system import System, running_system
 
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
     """One worker; llmsim paced so that 50 streams take long enough to overlap visibly."""
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"e{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="e",
         llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "20", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "100"},
-    )
-    sys_.start(workers=1)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_

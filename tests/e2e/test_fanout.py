@@ -4,7 +4,6 @@ import asyncio
 import json
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from services.tenants.settings import PLACEHOLDER_ID_SECRET
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
 from tests.e2e.usage import usage_of
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -28,10 +27,11 @@ FAST_SMALL = '{"llmsim-small": {"ttft_ms": 0, "tokens_per_second": 0}}'
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"w{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="w",
+        gateways=2,
         llmsim_env={
             "TOKENBUS_LLMSIM_TTFT_MS": "20",
             "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "100",
@@ -44,10 +44,8 @@ def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
             "TOKENBUS_WATCHER_STALL_S": "2",
             "TOKENBUS_SEND_TIMEOUT_S": "120",
         },
-    )
-    sys_.start(workers=1, gateways=2)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_
 
 
 def _body(text: str, max_tokens: int, **extra: Any) -> dict[str, Any]:
@@ -217,6 +215,17 @@ def _dechunk(raw: bytes) -> str:
     return b"".join(body).decode()
 
 
+async def _drops(url: str) -> bool:
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{url}/metrics")).text
+    counted = [
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("tokenbus_gateway_slow_consumer_drops_total")
+    ]
+    return bool(counted) and counted[0] >= 1
+
+
 class TestWatchers:
     async def test_watchers_see_identical_streams_and_a_stalled_one_is_dropped_alone(
         self, system: System
@@ -239,6 +248,9 @@ class TestWatchers:
             first, second = await asyncio.gather(*watchers)
         assert first == second == asker
         assert len(asker) == 1 + tokens + 3
+        # The stalled watcher's own feed may still lag: read its socket only once the node has
+        # dropped it, or the reading itself would un-stall it.
+        await eventually(lambda: _drops(system.gateways[1].url), within=60)
         raw = await asyncio.to_thread(_read_all, stalled)
         frames = parse_frames(_dechunk(raw))
         data = [d for _, d in frames if d]

@@ -9,7 +9,6 @@ cannot be made invalid, so `DELETE /v1/streams/{id}` has no negative cases) in u
 
 import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -33,20 +32,19 @@ MAX_OUTPUT_TOKENS = 16  # answers stay short; larger max_tokens are refused with
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"z{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="z",
+        gateways=2,
         llmsim_env={
             "TOKENBUS_LLMSIM_TTFT_MS": "0",
             "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "0",
             "TOKENBUS_LLMSIM_DEFAULT_MAX_TOKENS": "8",
         },
         gateway_env={"TOKENBUS_LIMITS__MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS)},
-    )
-    sys_.start(workers=1, gateways=2)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_
 
 
 def test_generated_requests_never_get_a_5xx_or_hang(system: System) -> None:

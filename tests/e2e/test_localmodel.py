@@ -17,7 +17,7 @@ import pytest
 
 from services.procs import ServiceProcess, free_port
 from tests.e2e.helpers import complete, eventually, sdk, stream_text
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -133,16 +133,14 @@ def system(kafka_bootstrap: str, logs_dir: Path, localmodel: ServiceProcess) -> 
         "TOKENBUS_LOCALMODEL_URL": f"{localmodel.url}/v1",
         "TOKENBUS_LOCALMODEL_PARALLEL": "1",
     }
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"lm{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="lm",
         worker_env=models,
         gateway_env={**models, "TOKENBUS_DISCONNECT_GRACE_S": str(GRACE_S)},
-    )
-    sys_.start(workers=1)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_
 
 
 @pytest.mark.kafka

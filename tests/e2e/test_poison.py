@@ -1,18 +1,17 @@
 """Malformed bytes and wrong-schema events on every topic a service consumes: each ends in a
 dead-letter topic with its reason, no service crashes, and the next good request works."""
 
-import asyncio
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from contracts import TOPICS, DeadLetter
 from tests.e2e.helpers import stream_text
-from tests.system import System
+from tests.kafka_records import Record, record_events
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -21,15 +20,10 @@ POISON = [b"\xff\xfe not json", b'{"type": "unheard_of", "request_id": "x"}', b"
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
-    sys_ = System(
-        kafka_bootstrap,
-        f"x{uuid.uuid4().hex[:8]}.",
-        logs_dir,
-        llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "0"},
-    )
-    sys_.start(workers=1)
-    yield sys_
-    sys_.stop()
+    with running_system(
+        kafka_bootstrap, logs_dir, tag="x", llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "0"}
+    ) as sys_:
+        yield sys_
 
 
 async def _inject(bootstrap: str, topic: str, values: list[bytes], partition: int = 0) -> None:
@@ -42,23 +36,9 @@ async def _inject(bootstrap: str, topic: str, values: list[bytes], partition: in
         await producer.stop()
 
 
-async def _letters(bootstrap: str, dlq: str, source: str, count: int) -> list[DeadLetter]:
-    consumer = AIOKafkaConsumer(
-        dlq, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    found: list[DeadLetter] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(found) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    for record in batch:
-                        letter = DeadLetter.model_validate_json(record.value)
-                        if letter.source_topic == source:
-                            found.append(letter)
-    finally:
-        await consumer.stop()
-    return found
+def _letters_from(source: str, records: Sequence[Record]) -> list[DeadLetter]:
+    letters = (DeadLetter.model_validate_json(record.value) for record in records)
+    return [letter for letter in letters if letter.source_topic == source]
 
 
 async def _still_serves(system: System) -> None:
@@ -80,8 +60,13 @@ async def test_poison_is_dead_lettered_with_its_reason_and_the_next_good_message
 ):
     topics = TOPICS.with_prefix(system.prefix)
     source_topic = getattr(topics, source).name
-    await _inject(system.bootstrap, source_topic, POISON)
-    letters = await _letters(system.bootstrap, getattr(topics, dlq).name, source_topic, len(POISON))
+    async with record_events(
+        system.bootstrap,
+        getattr(topics, dlq).name,
+        expect=lambda records: len(_letters_from(source_topic, records)) >= len(POISON),
+    ) as dead:
+        await _inject(system.bootstrap, source_topic, POISON)
+    letters = _letters_from(source_topic, dead.records)
     assert sorted(letter.value for letter in letters) == sorted(
         p.decode("utf-8", errors="backslashreplace") for p in POISON
     )

@@ -15,7 +15,7 @@ from contracts import TOPICS, UsageRecorded
 from services.procs import free_port
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.usage import usage_of
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -60,17 +60,15 @@ def _tiers(dead_port: int):
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"r{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="r",
         llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "5", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "400"},
         worker_env={"TOKENBUS_MAX_CONCURRENCY": "4"},
         tiers=_tiers(free_port()),
-    )
-    sys_.start(workers=1)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_
 
 
 def _fault(spec: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from tests.e2e.helpers import eventually
 from tests.e2e.sse import iter_frames
 from tests.e2e.ws_client import recv, send, ws_url
 from tests.postgres import find_bin_dir, fresh_database
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -50,10 +50,11 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: Any) ->
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path, database_url: str) -> Iterator[System]:
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"k{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="k",
+        gateways=2,
         llmsim_env={
             "TOKENBUS_LLMSIM_TTFT_MS": "0",
             "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "0",
@@ -66,10 +67,8 @@ def system(kafka_bootstrap: str, logs_dir: Path, database_url: str) -> Iterator[
             "TOKENBUS_ID_SECRET": ID_SECRET,
             "TOKENBUS_KEY_CACHE_S": str(CACHE_S),
         },
-    )
-    sys_.start(workers=1, gateways=2)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_
 
 
 @contextlib.asynccontextmanager

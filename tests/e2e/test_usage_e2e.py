@@ -1,9 +1,7 @@
 """Usage end to end: what clients were told they used is what the usage API reports."""
 
-import asyncio
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 
 from tests.e2e.helpers import complete, eventually, sdk, stream_text
 from tests.postgres import fresh_database
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -37,33 +35,32 @@ class Seen:
 
 
 @pytest.fixture(scope="module")
-async def system(
-    kafka_bootstrap: str, logs_dir: Path, postgres_server: str
-) -> AsyncIterator[System]:
-    """One tokenbus, and one analytics process per database on its usage topic."""
-    sys_ = System(
-        kafka_bootstrap,
-        f"u{uuid.uuid4().hex[:8]}.",
-        logs_dir,
-        llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "10", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "200"},
-    )
-    urls = {
-        "sqlite": f"sqlite+aiosqlite:///{logs_dir / f'{sys_.prefix}analytics.db'}",
-        "postgresql": await fresh_database(postgres_server),
-    }
+async def postgres_url(postgres_server: str) -> str:
+    """A fresh database on the session's PostgreSQL, for this module's analytics."""
+    return await fresh_database(postgres_server)
 
-    def start_analytics() -> None:
+
+@pytest.fixture(scope="module")
+def system(kafka_bootstrap: str, logs_dir: Path, postgres_url: str) -> Iterator[System]:
+    """One tokenbus, and one analytics process per database on its usage topic."""
+
+    def start_analytics(sys_: System) -> None:
+        urls = {
+            "sqlite": f"sqlite+aiosqlite:///{logs_dir / f'{sys_.prefix}analytics.db'}",
+            "postgresql": postgres_url,
+        }
         for backend in BACKENDS:  # in this order: system.analytics[i] is BACKENDS[i]
             sys_.start_analytics(urls[backend])
 
-    try:
-        # Analytics needs only the broker: start it while the rest of the system starts.
-        await asyncio.gather(asyncio.to_thread(sys_.start, 1), asyncio.to_thread(start_analytics))
+    # Analytics needs only the broker: start it while the rest of the system starts.
+    with running_system(
+        kafka_bootstrap,
+        logs_dir,
+        tag="u",
+        alongside=start_analytics,
+        llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "10", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "200"},
+    ) as sys_:
         yield sys_
-    finally:
-        for proc in sys_.analytics:
-            proc.stop()
-        sys_.stop()
 
 
 async def _cancelled_stream(system: System) -> Any:

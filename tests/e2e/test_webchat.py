@@ -9,7 +9,6 @@ import json
 import os
 import re
 import secrets
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from services.tenants.settings import TenantStoreSettings
 from tests.capabilities import CHROMIUM, missing_capability
 from tests.e2e.browser import RECORD_STATUSES, CuttingProxy, chromium, chromium_path
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -36,20 +35,18 @@ STREAM_WAIT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"c{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="c",
         llmsim_env={
             "TOKENBUS_LLMSIM_TTFT_MS": "50",
             "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "60",
             "TOKENBUS_LLMSIM_DEFAULT_MAX_TOKENS": str(ANSWER_TOKENS),
             "TOKENBUS_LLMSIM_PROFILES": json.dumps(LARGE),
         },
-    )
-    sys_.start(workers=1, gateways=1)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_
 
 
 @pytest.fixture(scope="module")

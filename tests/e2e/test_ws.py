@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.usage import usage_of
 from tests.e2e.ws_client import recv, send, ws_url
 from tests.fakes import serve
-from tests.system import System
+from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -32,16 +31,15 @@ QUESTION = [{"role": "user", "content": "What is a WebSocket, in one sentence?"}
 @pytest.fixture(scope="module")
 def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
     """Two gateway nodes (reply partitions 0,2 and 1,3) and one worker."""
-    sys_ = System(
+    with running_system(
         kafka_bootstrap,
-        f"w{uuid.uuid4().hex[:8]}.",
         logs_dir,
+        tag="w",
+        gateways=2,
         llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "20", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "100"},
         gateway_env={"TOKENBUS_WS_HEARTBEAT_S": str(HEARTBEAT_S)},
-    )
-    sys_.start(workers=1, gateways=2)
-    yield sys_
-    sys_.stop()
+    ) as sys_:
+        yield sys_
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 from sqlalchemy import func, select
@@ -19,6 +19,7 @@ from services.analytics.app import create_app
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import usage
 from tests.fakes import eventually
+from tests.kafka_records import read_topic
 from tests.usage_events import expected_counts, expected_totals, usage_events
 
 pytestmark = pytest.mark.kafka
@@ -157,22 +158,6 @@ class TestRestart:
                 assert (await conn.execute(distinct)).scalar_one() == 3000
 
 
-async def _dead_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    letters: list[DeadLetter] = []
-    try:
-        async with asyncio.timeout(20):
-            while len(letters) < count:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    letters.extend(DeadLetter.model_validate_json(r.value) for r in batch)
-    finally:
-        await consumer.stop()
-    return letters
-
-
 async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -201,7 +186,12 @@ class TestPoisonRecords:
         async with running(make_app()) as app:
             await _until(app, stored=1, dead_lettered=2)
             assert (await _report(app))["totals"]["requests"] == 1
-            letters = await _dead_letters(kafka_bootstrap, topics.usage_dlq.name, 2)
+            letters = [
+                DeadLetter.model_validate_json(record.value)
+                for record in await read_topic(
+                    kafka_bootstrap, topics.usage_dlq.name, until=2, timeout_s=20
+                )
+            ]
             assert [letter.source_offset for letter in letters] == [m.offset for m in bad]
             assert [letter.value for letter in letters] == [raw.decode() for raw in raws]
             for letter in letters:

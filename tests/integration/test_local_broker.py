@@ -1,19 +1,19 @@
 """The local KRaft broker starts, gets the registry's topics idempotently, carries a message."""
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts.topics import TOPICS
 from infra.kafka.local import LocalBroker
 from services.common.kafka import ensure_topics
 from services.procs import free_port
+from tests.kafka_records import record_events
 
 pytestmark = pytest.mark.kafka
 
@@ -53,18 +53,14 @@ async def test_message_round_trip(broker: LocalBroker) -> None:
     topics = TOPICS.with_prefix(f"t-{uuid.uuid4().hex[:8]}.")
     await ensure_topics(broker.bootstrap, topics)
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
-    consumer = AIOKafkaConsumer(
-        topics.tokens.name, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest"
-    )
     await producer.start()
-    await consumer.start()
     try:
-        await producer.send_and_wait(topics.tokens.name, b"hello", key=b"req-1")
-        record = await asyncio.wait_for(consumer.getone(), timeout=30)
-        assert (record.key, record.value) == (b"req-1", b"hello")
+        async with record_events(broker.bootstrap, topics.tokens.name, expect=1) as sent:
+            await producer.send_and_wait(topics.tokens.name, b"hello", key=b"req-1")
     finally:
         await producer.stop()
-        await consumer.stop()
+    [record] = sent.records
+    assert (record.key, record.value) == (b"req-1", b"hello")
 
 
 def test_stop_ends_the_process(broker: LocalBroker) -> None:

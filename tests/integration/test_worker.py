@@ -1,10 +1,9 @@
 """The inference worker on a real broker: commit only after finish, DLQ for poison messages."""
 
-import asyncio
 import json
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from contracts import STREAM_EVENT, ChatRequested, DeadLetter, Message, Topics
@@ -13,6 +12,7 @@ from services.inference.settings import InferenceSettings
 from services.llmsim import LlmsimSettings
 from services.llmsim import create_app as create_llmsim
 from tests.fakes import eventually, serve
+from tests.kafka_records import read_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -29,23 +29,6 @@ async def _run_worker(kafka_bootstrap: str, prefix: str, llmsim_url: str):
     )
     app = create_app(settings)
     return app.router.lifespan_context(app)
-
-
-async def _read_all(bootstrap: str, topic: str, stop) -> list[tuple[bytes | None, bytes]]:
-    """Read `topic` from the beginning until `stop(records)` is true."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    records: list[tuple[bytes | None, bytes]] = []
-    try:
-        async with asyncio.timeout(30):
-            while not stop(records):
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend((r.key, r.value) for r in batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def _committed(bootstrap: str, tp: TopicPartition) -> int:
@@ -90,12 +73,14 @@ class TestCommitAfterFinish:
             tp = TopicPartition(topics.requests.name, 3)
 
             def has(kind: str):
-                return lambda recs: any(STREAM_EVENT.validate_json(v).type == kind for _, v in recs)
+                return lambda recs: any(
+                    STREAM_EVENT.validate_json(r.value).type == kind for r in recs
+                )
 
-            await _read_all(kafka_bootstrap, topics.tokens.name, has("started"))
+            await read_topic(kafka_bootstrap, topics.tokens.name, until=has("started"))
             # Generating (waiting for the first token): nothing committed past the request.
             assert await _committed(kafka_bootstrap, tp) <= meta.offset
-            await _read_all(kafka_bootstrap, topics.tokens.name, has("completed"))
+            await read_topic(kafka_bootstrap, topics.tokens.name, until=has("completed"))
 
             async def committed_past_it() -> bool:
                 return await _committed(kafka_bootstrap, tp) == meta.offset + 1
@@ -127,21 +112,19 @@ class TestPoisonMessages:
                     partition=0,
                 )
             )
-            letters = await _read_all(
-                kafka_bootstrap, topics.requests_dlq.name, lambda r: len(r) >= 1
-            )
-            letter = DeadLetter.model_validate_json(letters[0][1])
+            letters = await read_topic(kafka_bootstrap, topics.requests_dlq.name, until=1)
+            letter = DeadLetter.model_validate_json(letters[0].value)
             assert (
                 letter.source_offset == bad.offset and letter.source_topic == topics.requests.name
             )
             assert letter.value == raw.decode("utf-8", errors="backslashreplace")
             assert letter.reason and letter.consumer == "inference"
-            events = await _read_all(
+            events = await read_topic(
                 kafka_bootstrap,
                 topics.tokens.name,
-                lambda recs: any(json.loads(v)["type"] == "completed" for _, v in recs),
+                until=lambda recs: any(json.loads(r.value)["type"] == "completed" for r in recs),
             )
-            assert {json.loads(v)["request_id"] for _, v in events} == {"r-good"}
+            assert {json.loads(r.value)["request_id"] for r in events} == {"r-good"}
             tp = TopicPartition(topics.requests.name, 0)
 
             async def both_committed() -> bool:
