@@ -21,6 +21,7 @@ from contracts.stream import (
     Started,
     StreamEvent,
     TokenUsage,
+    ToolCallPiece,
 )
 from contracts.topics import TOPICS, Topic, Topics
 from contracts.usage import BackendTry, UsageRecorded
@@ -48,6 +49,7 @@ __all__ = [
     "Started",
     "StreamEvent",
     "TokenUsage",
+    "ToolCallPiece",
     "Topic",
     "Topics",
     "UsageRecorded",

@@ -2,10 +2,18 @@
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from contracts.base import Event
 from contracts.errors import ErrorCode
@@ -20,6 +28,12 @@ class TokenUsage(BaseModel):
     completion_tokens: int = Field(default=0, ge=0, description="Tokens generated")
     total_tokens: int = Field(default=0, ge=0, description="Sum of both")
     estimated: bool = Field(default=False, description="True when counted, not from the backend")
+    prompt_tokens_details: dict[str, int] | None = Field(
+        default=None, description="The backend's breakdown, e.g. cached_tokens, passed through"
+    )
+    completion_tokens_details: dict[str, int] | None = Field(
+        default=None, description="The backend's breakdown, e.g. reasoning_tokens, passed through"
+    )
 
 
 class _StreamEventBase(Event):
@@ -48,12 +62,57 @@ class Started(_StreamEventBase):
     )
 
 
+class ToolCallPiece(BaseModel):
+    """A piece of one tool call, as OpenAI streams it: the first piece of an index carries its
+    id, type and function name; the pieces after it carry argument fragments to append."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int = Field(ge=0, description="Which tool call of the answer this piece belongs to")
+    id: str | None = Field(default=None, description="The call's id, on its first piece")
+    type: Literal["function"] | None = Field(default=None, description="On its first piece")
+    name: str | None = Field(default=None, description="The function's name, on its first piece")
+    arguments: str = Field(default="", description="A fragment of the JSON arguments")
+
+
 class Delta(_StreamEventBase):
-    """One or more tokens of the answer (several when the worker coalesces)."""
+    """One or more pieces of the answer (several when the worker coalesces), all of one kind:
+    text, tool-call pieces, refusal text, or reasoning text. Plain text uses `content` only,
+    so the common event stays as small as it was."""
 
     type: Literal["delta"] = "delta"
-    content: str = Field(description="Text to append to the answer")
+    content: str = Field(default="", description="Text to append to the answer")
     role: Literal["assistant"] | None = Field(default=None, description="Set on the first delta")
+    tool_calls: tuple[ToolCallPiece, ...] | None = Field(
+        default=None, description="Tool-call pieces, in the backend's order"
+    )
+    refusal: str | None = Field(default=None, description="Refusal text to append")
+    reasoning: str | None = Field(
+        default=None, description="Reasoning text to append (`reasoning_content` on the wire)"
+    )
+    logprobs: dict[str, JsonValue] | None = Field(
+        default=None, description="OpenAI's choice logprobs for these tokens, when asked for"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_extras(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Absent, not null: a plain-text delta serialises exactly as before these fields came
+        # (and as `delta_json` writes it), so the common event stays as small as it was.
+        data: dict[str, Any] = handler(self)
+        for name in _EXTRAS:
+            if data.get(name, 0) is None:
+                del data[name]
+        return data
+
+    @property
+    def plain(self) -> bool:
+        """Only text: renderers take their per-token fast path."""
+        return (
+            self.tool_calls is None
+            and self.refusal is None
+            and self.reasoning is None
+            and self.logprobs is None
+        )
 
 
 class Completed(_StreamEventBase):
@@ -72,6 +131,9 @@ class Failed(_StreamEventBase):
     message: str = Field(description="Human-readable reason; never contains secrets")
     retryable: bool = Field(description="Whether sending the request again may succeed")
     usage: TokenUsage | None = Field(default=None, description="Partial usage, if any")
+
+
+_EXTRAS = ("tool_calls", "refusal", "reasoning", "logprobs")
 
 
 def delta_json(request_id: str, seq: int, attempt: str, content: str, first: bool) -> bytes:

@@ -1,5 +1,7 @@
 """Input limits of the edge: how much a request may ask for, checked before anything is queued."""
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from contracts import EdgeCode
@@ -16,7 +18,7 @@ class InputLimits(BaseModel):
     max_total_chars: int = Field(default=800_000, ge=1, description="Characters in all messages")
     max_output_tokens: int = Field(default=32_768, ge=1, description="max_tokens ceiling")
     content_parts: list[str] = Field(
-        default=["text", "image_url"], description="Content part types accepted"
+        default=["text", "image_url", "input_audio"], description="Content part types accepted"
     )
 
 
@@ -53,10 +55,13 @@ def check_input(body: ChatCompletionRequest, limits: InputLimits) -> None:
 
 
 def _chars(body: ChatCompletionRequest, i: int, limits: InputLimits) -> int:
-    content = body.messages[i].content
+    """Characters of text in message `i`: its text and the tool calls it made (arguments are
+    text the model wrote); images and audio are bounded by the body size, not counted here."""
+    message = body.messages[i]
+    chars = _tool_call_chars(message.model_extra or {})
+    content = message.content
     if content is None or isinstance(content, str):
-        return len(content or "")
-    chars = 0
+        return chars + len(content or "")
     for j, part in enumerate(content):
         kind = part.get("type")
         if kind not in limits.content_parts:
@@ -68,6 +73,18 @@ def _chars(body: ChatCompletionRequest, i: int, limits: InputLimits) -> int:
             )
         text = part.get("text")
         chars += len(text) if isinstance(text, str) else 0
+    return chars
+
+
+def _tool_call_chars(extra: dict[str, Any]) -> int:
+    calls = extra.get("tool_calls")
+    if not isinstance(calls, list):
+        return 0
+    chars = 0
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            chars += sum(len(v) for v in function.values() if isinstance(v, str))
     return chars
 
 

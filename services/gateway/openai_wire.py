@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from contracts import Message, TokenUsage
+from contracts import Delta, Message, TokenUsage, ToolCallPiece
 
 _COMPACT = (",", ":")  # OpenAI's streams carry compact JSON
 # Fields the gateway acts on itself; every other field the client sent is passed through.
@@ -56,9 +56,9 @@ class ChunkFormatter:
         )
         self._suffix = '],"usage":null}' if include_usage else "]}"
 
-    def _choice(self, delta: str, finish: str = "null") -> str:
+    def _choice(self, delta: str, finish: str = "null", logprobs: str = "null") -> str:
         return (
-            f'{self._prefix}{{"index":0,"delta":{delta},"logprobs":null,'
+            f'{self._prefix}{{"index":0,"delta":{delta},"logprobs":{logprobs},'
             f'"finish_reason":{finish}}}{self._suffix}'
         )
 
@@ -67,6 +67,13 @@ class ChunkFormatter:
 
     def content(self, text: str) -> str:
         return self._choice(f'{{"content":{json.dumps(text)}}}')
+
+    def delta(self, event: Delta) -> str:
+        """A delta with more than text: tool calls, refusal, reasoning or logprobs."""
+        logprobs = "null"
+        if event.logprobs is not None:
+            logprobs = _dumps({"content": None, "refusal": None, **event.logprobs})
+        return self._choice(_dumps(delta_dict(event)), logprobs=logprobs)
 
     def finish(self, reason: str) -> str:
         return self._choice("{}", json.dumps(reason))
@@ -79,34 +86,47 @@ def usage_json(usage: TokenUsage) -> str:
     return json.dumps(usage_dict(usage), separators=_COMPACT)
 
 
-def usage_dict(usage: TokenUsage) -> dict[str, int]:
-    return {
+def usage_dict(usage: TokenUsage) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.prompt_tokens_details is not None:
+        body["prompt_tokens_details"] = usage.prompt_tokens_details
+    if usage.completion_tokens_details is not None:
+        body["completion_tokens_details"] = usage.completion_tokens_details
+    return body
 
 
-def completion_body(
-    request_id: str, created: int, model: str, text: str, finish_reason: str, usage: TokenUsage
-) -> dict[str, Any]:
-    """A whole `chat.completion` object, for `stream: false`."""
-    return {
-        "id": request_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": usage_dict(usage),
-    }
+def delta_dict(event: Delta) -> dict[str, Any]:
+    """A `Delta` event as the `delta` of an OpenAI chunk."""
+    delta: dict[str, Any] = {}
+    if event.reasoning is not None:
+        delta["reasoning_content"] = event.reasoning
+    if event.refusal is not None:
+        delta["refusal"] = event.refusal
+    if event.content:
+        delta["content"] = event.content
+    if event.tool_calls is not None:
+        delta["tool_calls"] = [_tool_call(piece) for piece in event.tool_calls]
+    return delta
+
+
+def _tool_call(piece: ToolCallPiece) -> dict[str, Any]:
+    call: dict[str, Any] = {"index": piece.index}
+    if piece.id is not None:
+        call["id"] = piece.id
+        call["type"] = piece.type or "function"
+    function: dict[str, Any] = {"arguments": piece.arguments}
+    if piece.name is not None:
+        function = {"name": piece.name, **function}
+    call["function"] = function
+    return call
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=_COMPACT)
 
 
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")

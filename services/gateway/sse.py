@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 from sse_starlette import ServerSentEvent
 
-from contracts import Completed, EdgeCode, ErrorCode, Failed, Started, StreamEvent
+from contracts import Completed, Delta, EdgeCode, ErrorCode, Failed, Started, StreamEvent
 from services.common.openai_errors import Code, stream_error
 from services.gateway.openai_wire import ChunkFormatter
 from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped
@@ -38,8 +38,11 @@ class FrameRenderer:
             return [frame(self._fmt.role(), event.seq)] if first and new else []
         if self._fmt is None:
             return []
-        if event.type == "delta":
-            return [frame(self._fmt.content(event.content), event.seq)] if new else []
+        if isinstance(event, Delta):
+            if not new:
+                return []
+            chunk = self._fmt.content(event.content) if event.plain else self._fmt.delta(event)
+            return [frame(chunk, event.seq)]
         if isinstance(event, Completed):
             frames = []
             if new:

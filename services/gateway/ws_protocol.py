@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from contracts import EdgeCode, ErrorCode, StreamEvent
+from contracts import Delta, EdgeCode, ErrorCode, StreamEvent
 from services.common.openai_errors import Code, OpenAIError, param_from_loc
 from services.gateway.openai_wire import ChatCompletionRequest
 
@@ -147,11 +147,13 @@ def _invalid(exc: ValidationError, client_id: str | int | None) -> WsError:
 
 def event_frame(event: StreamEvent) -> str:
     """A stream event as the client sees it; deltas are built by hand (once per token)."""
-    if event.type == "delta":
+    if isinstance(event, Delta) and event.plain:
         return (
             f'{{"type":"delta","request_id":{_encode(event.request_id)},'
             f'"seq":{event.seq},"content":{_encode(event.content)}}}'
         )
+    if isinstance(event, Delta):  # tool calls, refusal, reasoning, logprobs: only what is set
+        return _encode(event.model_dump(mode="json", exclude=_INTERNAL, exclude_none=True))
     return _encode(event.model_dump(mode="json", exclude=_INTERNAL))
 
 

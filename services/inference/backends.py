@@ -61,6 +61,7 @@ def route_request(config: ModelsConfig, request: ChatRequested) -> Route:
         scored = score_conversation(
             [m.model_dump(exclude_none=True) for m in request.messages],
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            offers_tools=bool(request.params.get("tools")),
             **kwargs,
         )
         return Route(

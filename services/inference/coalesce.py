@@ -1,57 +1,110 @@
-"""Merge tokens that arrive within a short window into one delta event (0 = one per token)."""
+"""Merge pieces of the answer that arrive within a short window into one delta (0 = one each).
+
+A piece is one kind of thing a backend streams: text, refusal text, reasoning text, or a
+fragment of one tool call. Consecutive pieces of the same kind merge (text concatenates,
+argument fragments of the same tool call concatenate); a new kind or a new tool call index
+ends the merge, and the pieces always go out in the order they came.
+"""
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["content", "refusal", "reasoning", "tool"]
+
+
+@dataclass(slots=True)
+class Piece:
+    """One upstream fragment. For `tool`, `text` is an argument fragment, and the first
+    fragment of an index carries the call's `id` and `name`."""
+
+    kind: Kind
+    text: str = ""
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    logprobs: list[Any] | None = None  # the tokens' logprob entries, when asked for
+
+
+@dataclass(slots=True)
+class _Run:
+    """Pieces being merged into one: the first of them, and the text of all."""
+
+    head: Piece
+    texts: list[str] = field(default_factory=list)
+    logprobs: list[Any] | None = None
+
+    def takes(self, piece: Piece) -> bool:
+        if piece.kind != self.head.kind:
+            return False
+        if piece.kind == "tool":  # a continuation of the same call: no id or name of its own
+            return piece.index == self.head.index and piece.id is None and piece.name is None
+        return True
+
+    def add(self, piece: Piece) -> None:
+        self.texts.append(piece.text)
+        if piece.logprobs:
+            self.logprobs = [*(self.logprobs or ()), *piece.logprobs]
+
+    def piece(self) -> Piece:
+        head = self.head
+        return Piece(head.kind, "".join(self.texts), head.index, head.id, head.name, self.logprobs)
 
 
 class Coalescer:
-    """Buffers text for at most `window_s` after its first token, then emits it as one piece.
+    """Buffers pieces for at most `window_s` after the first of them, then emits each run of
+    one kind as one piece.
 
-    The very first token goes out at once: coalescing trades inter-token latency for broker
+    The very first piece goes out at once: coalescing trades inter-token latency for broker
     load, and must never cost time to first token.
     """
 
-    def __init__(self, window_s: float, emit: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, window_s: float, emit: Callable[[Piece], Awaitable[None]]) -> None:
         self._window = window_s
         self._emit = emit
-        self._buffer: list[str] = []
+        self._run: _Run | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Future[None] | None = None
         self._first = True
 
-    async def add(self, text: str) -> None:
+    async def add(self, piece: Piece) -> None:
         if self._window <= 0 or self._first:
             self._first = False
-            await self._emit(text)
+            await self._emit(piece)
             return
-        self._buffer.append(text)
+        run = self._run
+        if run is None or not run.takes(piece):
+            if run is not None:
+                self._send_run()  # a new kind or call: what came before goes out first
+            run = self._run = _Run(piece)
+        run.add(piece)
         if self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._window, self._flush_from_timer)
 
     def _flush_from_timer(self) -> None:
         self._timer = None
-        # Chained after the previous flush: pieces go out one at a time and in order even when
-        # an emit outlasts the window, and an emit's error reaches `flush()` instead of a log.
-        self._flushing = asyncio.ensure_future(self._emit_after(self._flushing))
+        self._send_run()
 
-    async def _emit_after(self, previous: "asyncio.Future[None] | None") -> None:
+    def _send_run(self) -> None:
+        run, self._run = self._run, None
+        if run is not None:
+            # Chained after the previous send: pieces go out one at a time and in order even
+            # when an emit outlasts the window, and an emit's error reaches `flush()`.
+            self._flushing = asyncio.ensure_future(self._emit_after(self._flushing, run.piece()))
+
+    async def _emit_after(self, previous: "asyncio.Future[None] | None", piece: Piece) -> None:
         if previous is not None:
             await previous
-        await self._emit_buffer()
-
-    async def _emit_buffer(self) -> None:
-        if self._buffer:
-            text = "".join(self._buffer)
-            self._buffer.clear()
-            await self._emit(text)
+        await self._emit(piece)
 
     async def flush(self) -> None:
         """Emit what is buffered now (before a terminal event)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._send_run()
         if self._flushing is not None:
             await self._flushing
             self._flushing = None
-        await self._emit_buffer()

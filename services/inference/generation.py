@@ -23,7 +23,8 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from contracts import BackendTry, ChatRequested, ErrorCode, TokenUsage
 from services.common.models import BackendSpec, RetryPolicy
 from services.inference.backends import BackendClients, PlannedTry, Route
-from services.inference.coalesce import Coalescer
+from services.inference.coalesce import Coalescer, Piece
+from services.inference.pieces import pieces, usage_of
 from services.inference.reply import ReplyStream
 
 # Parameters the worker sets itself; everything else the client sent goes through unchanged.
@@ -286,24 +287,19 @@ class Generation:
     async def _on_chunk(self, chunk: dict[str, Any]) -> None:
         usage = chunk.get("usage")
         if usage:
-            self._usage = TokenUsage(
-                prompt_tokens=usage.get("prompt_tokens") or 0,
-                completion_tokens=usage.get("completion_tokens") or 0,
-                total_tokens=usage.get("total_tokens") or 0,
-            )
+            self._usage = usage_of(usage)
         for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if content:
+            for piece in pieces(choice.get("delta") or {}, choice.get("logprobs")):
                 if self._ttft_ms is None:
                     self._ttft_ms = (time.monotonic() - self._t0) * 1000
                 self._chunks += 1
-                await self._coalescer.add(content)
+                await self._coalescer.add(piece)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
 
-    async def _emit_delta(self, text: str) -> None:
+    async def _emit_delta(self, piece: Piece) -> None:
         first, self._first_delta = self._first_delta, False
-        await self._reply.delta(text, first)
+        await self._reply.delta(piece, first)
 
     def _estimated_usage(self) -> TokenUsage:
         prompt = estimate_prompt_tokens(self.request)

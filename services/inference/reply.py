@@ -4,8 +4,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from contracts import ChatRequested, Completed, Failed, Started
+from contracts import ChatRequested, Completed, Delta, Failed, Started, ToolCallPiece
 from contracts.stream import delta_json
+from services.inference.coalesce import Piece
 
 # (topic, value, key, partition, headers) -> delivery future
 SendFn = Callable[
@@ -43,11 +44,25 @@ class ReplyStream:
     async def started(self, **fields: Any) -> None:
         await self._emit(Started, fields)
 
-    async def delta(self, content: str, first: bool) -> None:
+    async def delta(self, piece: Piece, first: bool) -> None:
         async with self._lock:
-            value = delta_json(self._request_id, self._seq, self._attempt, content, first)
+            if piece.kind == "content" and piece.logprobs is None:
+                value = delta_json(self._request_id, self._seq, self._attempt, piece.text, first)
+            else:
+                value = self._rich_delta(piece, first)
             self._seq += 1
             await self._send_value(value)
+
+    def _rich_delta(self, piece: Piece, first: bool) -> bytes:
+        """Tool calls, refusals, reasoning and logprobs: rarer, so built as a model."""
+        event = Delta(
+            request_id=self._request_id,
+            seq=self._seq,
+            attempt=self._attempt,
+            role="assistant" if first else None,
+            **delta_fields(piece),
+        )
+        return event.model_dump_json(exclude_none=True).encode()
 
     async def completed(self, **fields: Any) -> None:
         await self._emit(Completed, fields)
@@ -75,3 +90,24 @@ class ReplyStream:
         """Raise if any event of this attempt failed to reach the broker."""
         pending, self._pending = self._pending, []
         await asyncio.gather(*pending)
+
+
+def delta_fields(piece: Piece) -> dict[str, Any]:
+    """A merged piece as the fields of a `Delta` event."""
+    if piece.kind == "tool":
+        call = ToolCallPiece(
+            index=piece.index,
+            id=piece.id,
+            type="function" if piece.id is not None else None,
+            name=piece.name,
+            arguments=piece.text,
+        )
+        return {"tool_calls": (call,)}
+    fields: dict[str, Any] = {"content": piece.text} if piece.kind == "content" else {}
+    if piece.kind == "refusal":
+        fields["refusal"] = piece.text
+    elif piece.kind == "reasoning":
+        fields["reasoning"] = piece.text
+    if piece.logprobs is not None:
+        fields["logprobs"] = {"refusal" if piece.kind == "refusal" else "content": piece.logprobs}
+    return fields

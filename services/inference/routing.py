@@ -226,6 +226,9 @@ def _small_cues(text: str, leads: list[str], words: float, hard: bool) -> dict[s
     }
 
 
+TOOLS_WEIGHT = 0.25
+
+
 def _context(prior_user_turns: int, max_tokens: int | None) -> dict[str, float]:
     budget = 0.0
     if max_tokens is not None:
@@ -238,10 +241,14 @@ def score_conversation(
     messages: Sequence[Mapping[str, Any]],
     max_tokens: int | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    *,
+    offers_tools: bool = False,
 ) -> RouteScore:
     """Score the last user message (earlier turns are light context) and pick a tier.
 
-    The tier is `large` when the score reaches `threshold`, else `small`.
+    The tier is `large` when the score reaches `threshold`, else `small`. Only text is
+    scored (never tool schemas or images); a request that offers tools scores a little
+    higher than its text alone, since choosing and filling calls is work of its own.
     """
     users = [m for m in messages if m.get("role") == "user"]
     last = message_text(users[-1]) if users else ""
@@ -257,6 +264,7 @@ def score_conversation(
         **_shape(text, words, task, simple=bool(small["simple_task"])),
         **small,
         **_context(len(users) - 1, max_tokens),
+        "tools": TOOLS_WEIGHT if offers_tools else 0.0,
     }
     features = {name: round(value, 3) for name, value in features.items() if value}
     features.setdefault("length", 0.0)

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from contracts import Completed, ErrorCode, Failed, Started, StreamEvent
+from contracts import Completed, Delta, ErrorCode, Failed, Started
 from services.common.logging import bind_request
 from services.common.openai_errors import OpenAIError, error_for_code
+from services.gateway.answer import Answer
 from services.gateway.auth import CallerDep
 from services.gateway.node import NodeDep
-from services.gateway.openai_wire import ChatCompletionRequest, completion_body, header_value
+from services.gateway.openai_wire import ChatCompletionRequest, header_value
 from services.gateway.sse import FrameRenderer, sse_frames
 from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped, submit
 
@@ -86,19 +87,19 @@ def _route_headers(request_id: str, started: Started) -> dict[str, str]:
 
 
 async def _collect(stream: EventStream, started: Started) -> dict[str, Any]:
-    parts: list[str] = []
+    answer = Answer()
     try:
         async for batch in stream.batches():
             for event in batch:
-                started = _fold(event, started, parts)
-                if isinstance(event, Completed):
-                    return completion_body(
-                        stream.request_id,
-                        started.created,
-                        started.model,
-                        "".join(parts),
-                        event.finish_reason,
-                        event.usage,
+                if isinstance(event, Delta):
+                    answer.add(event)
+                elif isinstance(event, Started):
+                    started = event  # a retry or fallback before any text
+                elif isinstance(event, Failed):
+                    raise error_for_code(event.code, event.message)
+                elif isinstance(event, Completed):
+                    return answer.completion(
+                        stream.request_id, started.created, started.model, event
                     )
     except StreamStalled as exc:
         raise OpenAIError(504, "The answer stalled.", code=ErrorCode.STREAM_TIMEOUT) from exc
@@ -106,14 +107,3 @@ async def _collect(stream: EventStream, started: Started) -> dict[str, Any]:
         message = "The answer could not be buffered."
         raise OpenAIError(502, message, code=ErrorCode.OVERLOADED) from exc
     raise OpenAIError(502, "The stream ended early.", code=ErrorCode.INTERNAL)
-
-
-def _fold(event: StreamEvent, started: Started, parts: list[str]) -> Started:
-    """Adds a delta's text to `parts`; the `started` that names the answering model."""
-    if event.type == "delta":
-        parts.append(event.content)
-    elif isinstance(event, Started):
-        return event  # a retry or fallback before any text
-    elif isinstance(event, Failed):
-        raise error_for_code(event.code, event.message)
-    return started

@@ -63,6 +63,28 @@ class TestInputLimits:
         assert (err.param, err.code) == ("messages.0.content.0.type", "unsupported_content_part")
 
 
+class TestToolsAndMedia:
+    def test_tool_call_arguments_count_as_the_message_s_characters(self):
+        call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "x" * 20}}
+        body = _body([{"role": "assistant", "content": None, "tool_calls": [call]}])
+        err = _refusal(body)
+        assert (err.param, err.code) == ("messages.0.content", "message_too_long")
+
+    def test_a_tool_result_and_an_audio_part_pass_by_default(self):
+        audio = {"type": "input_audio", "input_audio": {"data": "AAAA" * 1000, "format": "wav"}}
+        call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        check_input(
+            _body(
+                [
+                    _user([{"type": "text", "text": "what is this?"}, audio]),
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": "c", "content": "a chime"},
+                ]
+            ),
+            InputLimits(),
+        )
+
+
 class TestUnexpectedErrors:
     async def test_a_bug_is_a_500_in_openai_shape_without_details(self):
         import httpx

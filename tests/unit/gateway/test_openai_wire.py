@@ -7,12 +7,12 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
-from contracts import TokenUsage
+from contracts import Completed, Delta, TokenUsage
 from services.common.openai_errors import param_from_loc as _param
+from services.gateway.answer import Answer
 from services.gateway.openai_wire import (
     ChatCompletionRequest,
     ChunkFormatter,
-    completion_body,
     header_value,
 )
 
@@ -99,6 +99,15 @@ class TestChunkFormatter:
     def test_ids_and_models_are_escaped_too(self) -> None:
         chunk = _chunk(ChunkFormatter('id"1', 1, 'my "model"\n', False).content("x"))
         assert (chunk.id, chunk.model) == ('id"1', 'my "model"\n')
+
+
+def completion_body(
+    request_id: str, created: int, model: str, text: str, finish: str, usage: TokenUsage
+) -> dict[str, Any]:
+    answer = Answer()
+    answer.add(Delta(request_id=request_id, seq=1, attempt="a", content=text))
+    done = Completed(request_id=request_id, seq=2, attempt="a", finish_reason=finish, usage=usage)
+    return answer.completion(request_id, created, model, done)
 
 
 class TestCompletionBody:

@@ -4,21 +4,27 @@ import asyncio
 
 import pytest
 
-from services.inference.coalesce import Coalescer
+from services.inference.coalesce import Coalescer, Piece
 
 WINDOW = 0.02
 WAIT = 2.0  # generous upper bound for a condition that should hold within a window or two
+
+
+def _text(text: str) -> Piece:
+    return Piece("content", text)
 
 
 class Recorder:
     """The emit callback: records each piece and lets a test wait for the next one."""
 
     def __init__(self) -> None:
-        self.pieces: list[str] = []
+        self.pieces: list[str] = []  # the text of each emit
+        self.emitted: list[Piece] = []
         self._emitted = asyncio.Event()
 
-    async def __call__(self, text: str) -> None:
-        self.pieces.append(text)
+    async def __call__(self, piece: Piece) -> None:
+        self.pieces.append(piece.text)
+        self.emitted.append(piece)
         self._emitted.set()
 
     async def next_emit(self) -> None:
@@ -31,15 +37,15 @@ class TestNoWindow:
     async def test_each_token_is_emitted_immediately(self) -> None:
         rec = Recorder()
         coalescer = Coalescer(0, rec)
-        await coalescer.add("Hel")
+        await coalescer.add(_text("Hel"))
         assert rec.pieces == ["Hel"]
-        await coalescer.add("lo")
+        await coalescer.add(_text("lo"))
         assert rec.pieces == ["Hel", "lo"]
 
     async def test_flush_has_nothing_to_add(self) -> None:
         rec = Recorder()
         coalescer = Coalescer(0, rec)
-        await coalescer.add("a")
+        await coalescer.add(_text("a"))
         await coalescer.flush()
         assert rec.pieces == ["a"]
 
@@ -50,7 +56,7 @@ FIRST = "<first>"
 async def _past_first(emit) -> Coalescer:  # type: ignore[no-untyped-def]
     """A coalescer whose first token (always sent at once) is out, so windows apply."""
     coalescer = Coalescer(WINDOW, emit)
-    await coalescer.add(FIRST)
+    await coalescer.add(_text(FIRST))
     if isinstance(emit, Recorder):
         emit.pieces.clear()
         await emit.next_emit()
@@ -61,9 +67,9 @@ class TestFirstToken:
     async def test_the_first_token_is_never_held_back(self) -> None:
         rec = Recorder()
         coalescer = Coalescer(WINDOW, rec)
-        await coalescer.add("Hi")
+        await coalescer.add(_text("Hi"))
         assert rec.pieces == ["Hi"]  # at once, not after the window
-        await coalescer.add(" there")
+        await coalescer.add(_text(" there"))
         assert rec.pieces == ["Hi"]  # later tokens wait for their window
         await coalescer.flush()
         assert rec.pieces == ["Hi", " there"]
@@ -74,7 +80,7 @@ class TestWindow:
         rec = Recorder()
         coalescer = await _past_first(rec)
         for token in ["The", " quick", " fox"]:
-            await coalescer.add(token)
+            await coalescer.add(_text(token))
         assert rec.pieces == []  # held until the window ends
         await rec.next_emit()
         assert rec.pieces == ["The quick fox"]
@@ -82,15 +88,15 @@ class TestWindow:
     async def test_flush_emits_the_rest_at_once(self) -> None:
         rec = Recorder()
         coalescer = await _past_first(rec)
-        await coalescer.add("x")
-        await coalescer.add("y")
+        await coalescer.add(_text("x"))
+        await coalescer.add(_text("y"))
         await coalescer.flush()
         assert rec.pieces == ["xy"]
 
     async def test_flush_cancels_the_pending_timer(self) -> None:
         rec = Recorder()
         coalescer = await _past_first(rec)
-        await coalescer.add("x")
+        await coalescer.add(_text("x"))
         await coalescer.flush()
         await rec.next_emit()  # the flush's own emit
         with pytest.raises(TimeoutError):  # no second, empty or repeated emit when the window ends
@@ -100,7 +106,7 @@ class TestWindow:
     async def test_flush_with_nothing_buffered_emits_nothing(self) -> None:
         rec = Recorder()
         coalescer = await _past_first(rec)
-        await coalescer.add("a")
+        await coalescer.add(_text("a"))
         await rec.next_emit()
         await coalescer.flush()
         assert rec.pieces == ["a"]
@@ -108,12 +114,12 @@ class TestWindow:
     async def test_later_windows_start_with_their_first_token(self) -> None:
         rec = Recorder()
         coalescer = await _past_first(rec)
-        await coalescer.add("a")
-        await coalescer.add("b")
+        await coalescer.add(_text("a"))
+        await coalescer.add(_text("b"))
         await rec.next_emit()
-        await coalescer.add("c")
+        await coalescer.add(_text("c"))
         await rec.next_emit()
-        await coalescer.add("d")
+        await coalescer.add(_text("d"))
         await coalescer.flush()
         assert rec.pieces == ["ab", "c", "d"]
 
@@ -122,7 +128,7 @@ class TestWindow:
         coalescer = await _past_first(rec)
         tokens = [f" t{i}" for i in range(60)] + ["", ' ü\n"end"']
         for i, token in enumerate(tokens):
-            await coalescer.add(token)
+            await coalescer.add(_text(token))
             if i % 10 == 9:
                 await rec.next_emit()  # let a window close mid-stream
         await coalescer.flush()
@@ -137,7 +143,8 @@ class TestSlowEmit:
         pieces: list[str] = []
         gate, first_started, second_started = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-        async def slow_emit(text: str) -> None:
+        async def slow_emit(piece: Piece) -> None:
+            text = piece.text
             if text == FIRST:
                 return
             pieces.append(text)
@@ -148,9 +155,9 @@ class TestSlowEmit:
                 second_started.set()
 
         coalescer = await _past_first(slow_emit)
-        await coalescer.add("a")
+        await coalescer.add(_text("a"))
         await asyncio.wait_for(first_started.wait(), WAIT)
-        await coalescer.add("b")
+        await coalescer.add(_text("b"))
         with pytest.raises(TimeoutError):  # "b" waits for "a" to be out, however many windows pass
             await asyncio.wait_for(second_started.wait(), timeout=5 * WINDOW)
         gate.set()
@@ -161,7 +168,8 @@ class TestSlowEmit:
         failing, gate = asyncio.Event(), asyncio.Event()
         pieces: list[str] = []
 
-        async def emit(text: str) -> None:
+        async def emit(piece: Piece) -> None:
+            text = piece.text
             if text == FIRST:
                 return
             pieces.append(text)
@@ -171,11 +179,112 @@ class TestSlowEmit:
                 raise ConnectionError("broker gone")
 
         coalescer = await _past_first(emit)
-        await coalescer.add("a")
+        await coalescer.add(_text("a"))
         await asyncio.wait_for(failing.wait(), WAIT)
-        await coalescer.add("b")
+        await coalescer.add(_text("b"))
         # Not a synchronisation: time must pass so that b's window ends while "a" is being sent.
         await asyncio.sleep(5 * WINDOW)
         gate.set()
         with pytest.raises(ConnectionError):  # never a silently truncated answer
             await coalescer.flush()
+
+
+def _mixed() -> list[Piece]:
+    """Reasoning, text, then two parallel tool calls, as a backend streams them."""
+    return [
+        Piece("reasoning", "Let "),
+        Piece("reasoning", "me think."),
+        Piece("content", "Checking"),
+        Piece("content", " both."),
+        Piece("tool", "", 0, "call_a", "weather"),
+        Piece("tool", '{"city":', 0),
+        Piece("tool", '"Oslo"}', 0),
+        Piece("tool", "", 1, "call_b", "time"),
+        Piece("tool", '{"tz":', 1),
+        Piece("tool", '"CET"}', 1),
+        Piece("refusal", "No"),
+        Piece("refusal", " more."),
+    ]
+
+
+def _shape(pieces: list[Piece]) -> list[tuple[str, int, str | None, str | None, str]]:
+    return [(p.kind, p.index, p.id, p.name, p.text) for p in pieces]
+
+
+class TestKinds:
+    async def test_without_a_window_every_piece_goes_out_as_it_came(self) -> None:
+        rec = Recorder()
+        coalescer = Coalescer(0, rec)
+        for piece in _mixed():
+            await coalescer.add(piece)
+        await coalescer.flush()
+        assert _shape(rec.emitted) == _shape(_mixed())
+
+    @pytest.mark.parametrize("window", [0.01, 60.0])
+    async def test_runs_of_one_kind_merge_and_a_new_kind_or_call_index_splits(
+        self, window: float
+    ) -> None:
+        # 60 s: everything is buffered until the flush, so only the merge rules decide; 10 ms:
+        # a window may also close mid-stream, which may split a run but never reorders.
+        rec = Recorder()
+        coalescer = Coalescer(window, rec)
+        for piece in _mixed():
+            await coalescer.add(piece)
+        await coalescer.flush()
+        merged = [
+            ("reasoning", 0, None, None, "Let "),  # the first piece always goes out alone
+            ("reasoning", 0, None, None, "me think."),
+            ("content", 0, None, None, "Checking both."),
+            ("tool", 0, "call_a", "weather", '{"city":"Oslo"}'),
+            ("tool", 1, "call_b", "time", '{"tz":"CET"}'),
+            ("refusal", 0, None, None, "No more."),
+        ]
+        if window == 60.0:
+            assert _shape(rec.emitted) == merged
+        # Whatever the timing: the same kinds in the same order, and nothing lost.
+        assert _collapse(rec.emitted) == _collapse(_mixed())
+        assert _joined(rec.emitted) == _joined(_mixed())
+
+    async def test_a_continuation_never_merges_into_another_call(self) -> None:
+        rec = Recorder()
+        coalescer = Coalescer(60.0, rec)
+        await coalescer.add(Piece("content", "x"))  # the first, out at once
+        for piece in [
+            Piece("tool", "", 0, "a", "f"),
+            Piece("tool", "", 1, "b", "g"),
+            Piece("tool", "1", 0),  # back to call 0: a new piece, after call 1's
+        ]:
+            await coalescer.add(piece)
+        await coalescer.flush()
+        assert [(p.index, p.id, p.text) for p in rec.emitted[1:]] == [
+            (0, "a", ""),
+            (1, "b", ""),
+            (0, None, "1"),
+        ]
+
+    async def test_logprobs_of_merged_text_are_concatenated_in_order(self) -> None:
+        rec = Recorder()
+        coalescer = Coalescer(60.0, rec)
+        await coalescer.add(Piece("content", "<first>"))
+        await coalescer.add(Piece("content", "a", logprobs=[{"token": "a"}]))
+        await coalescer.add(Piece("content", "b", logprobs=[{"token": "b"}]))
+        await coalescer.flush()
+        assert rec.emitted[-1].text == "ab"
+        assert rec.emitted[-1].logprobs == [{"token": "a"}, {"token": "b"}]
+
+
+def _collapse(pieces: list[Piece]) -> list[tuple[str, int]]:
+    """Adjacent emits of the same kind and call index, as one (a window may split a run)."""
+    runs: list[tuple[str, int]] = []
+    for piece in pieces:
+        key = (piece.kind, piece.index)
+        if not runs or runs[-1] != key or piece.id is not None:
+            runs.append(key)
+    return runs
+
+
+def _joined(pieces: list[Piece]) -> dict[tuple[str, int], str]:
+    texts: dict[tuple[str, int], str] = {}
+    for piece in pieces:
+        texts[(piece.kind, piece.index)] = texts.get((piece.kind, piece.index), "") + piece.text
+    return texts

@@ -174,3 +174,26 @@ class TestScoreShape:
         result = score_conversation([{"role": "system", "content": "be brief"}])
         assert isinstance(result, RouteScore)
         assert result.tier == "small"
+
+
+class TestTools:
+    def test_offering_tools_never_lowers_the_score_and_schemas_are_not_text(self) -> None:
+        messages = [{"role": "user", "content": "What's the weather in Oslo?"}]
+        plain = score_conversation(messages)
+        with_tools = score_conversation(messages, offers_tools=True)
+        assert with_tools.score == pytest.approx(plain.score + 0.25)
+        assert "tools" in with_tools.features and "tools" not in plain.features
+
+    def test_a_tool_result_turn_is_scored_on_the_last_user_message(self) -> None:
+        messages = [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "x " * 5000},
+        ]
+        assert score_conversation(messages).tier == "small"
