@@ -10,13 +10,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response, StreamingResponse
 
 from contracts import EdgeCode
 from services.common.health import health_router
 from services.common.openai_errors import OpenAIError, install_error_handlers
 from services.llmsim import wire
+from services.llmsim.answer import Answer, plan
 from services.llmsim.faults import (
     NO_FAULT,
     FailCounters,
@@ -26,33 +26,8 @@ from services.llmsim.faults import (
     parse_fault,
     request_fault,
 )
+from services.llmsim.request import ChatCompletionRequest, Options, request_options
 from services.llmsim.settings import LlmsimSettings
-from services.llmsim.text import answer_tokens, count_prompt_tokens, finish_reason
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-
-class _StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(BaseModel):
-    """The fields llmsim reads; any other OpenAI parameter is accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str
-    messages: list[_Message] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    stream_options: _StreamOptions | None = None
-    metadata: dict[str, Any] | None = None  # may carry llmsim_fault and llmsim_fault_key
 
 
 @dataclass(slots=True)
@@ -102,7 +77,9 @@ class _Simulator:
         self._open = Gauge("llmsim_open_streams", "Streams in progress", registry=registry)
         self._faults = Counter("llmsim_faults_injected", "Faults injected", registry=registry)
 
-    async def complete(self, body: ChatCompletionRequest, fault: Fault) -> Response:
+    async def complete(
+        self, body: ChatCompletionRequest, options: Options, fault: Fault
+    ) -> Response:
         stats, model = self.stats, body.model
         stats.requests_total += 1
         stats.requests_by_model[model] = stats.requests_by_model.get(model, 0) + 1
@@ -115,14 +92,9 @@ class _Simulator:
             return wire.fault_response(fault, 500)
         messages = [m.model_dump() for m in body.messages]
         limit = body.max_completion_tokens or body.max_tokens
-        tokens = answer_tokens(messages, limit, self.settings.default_max_tokens)
+        answer = plan(options, messages, limit, self.settings.default_max_tokens)
+        tokens = answer.tokens
         completion_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
-        prompt_tokens = count_prompt_tokens(messages)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(tokens),
-            "total_tokens": prompt_tokens + len(tokens),
-        }
         ttft, interval = self._paces.get(model, self._pace)
         if fault.ttft is not None:
             ttft = fault.ttft
@@ -131,9 +103,7 @@ class _Simulator:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             frames = wire.Frames(completion_id, created, model, include_usage)
             return StreamingResponse(
-                self._stream(
-                    model, frames, tokens, finish_reason(limit), usage, ttft, interval, fault
-                ),
+                self._stream(model, frames, answer, ttft, interval, fault),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", **headers},
             )
@@ -149,16 +119,22 @@ class _Simulator:
             await asyncio.sleep(delay)
         stats.tokens_total += len(tokens)
         self._tokens.inc(len(tokens))
-        body_json = wire.completion(completion_id, created, model, tokens, limit, usage)
+        body_json = wire.completion(
+            completion_id,
+            created,
+            model,
+            answer.message(),
+            answer.logprobs(),
+            answer.reason,
+            answer.usage,
+        )
         return JSONResponse(body_json, headers=headers)
 
     async def _stream(
         self,
         model: str,
         frames: wire.Frames,
-        tokens: list[str],
-        reason: str,
-        usage: dict[str, int],
+        answer: Answer,
         ttft: float,
         interval: float,
         fault: Fault,
@@ -177,12 +153,17 @@ class _Simulator:
         peaks[model] = max(peaks.get(model, 0), by_model[model])
         self._open.inc()
         drop_at, stall_at = fault.drop_after, fault.stall_after if fault.stall else None
+        tokens = answer.tokens
+        # Plain text keeps its pre-built frames: one concat per token, nothing else added.
+        plain = answer.options.plain
+        render = frames.content if plain else frames.piece
+        opening = frames.role() if plain else frames.opening(answer.opening())
         sent, completed = 0, False
         # Starlette cancels this generator when the client disconnects, and an injected fault
         # raises InjectedDisconnect, which makes uvicorn drop the connection; either way
         # `finally` runs with `completed` still False: the stream was "closed early".
         try:
-            yield frames.role()
+            yield opening
             if fault.error_before_first_token:
                 await asyncio.sleep(first_due - loop.time())
                 raise InjectedDisconnect(f"{fault.spec}: before the first token")
@@ -197,14 +178,14 @@ class _Simulator:
                     await asyncio.sleep(delay)
                 sent += 1
                 stats.tokens_total += 1
-                yield frames.content(token)
+                yield render(token)
             if stall_at is not None and stall_at >= len(tokens):
                 await asyncio.sleep(fault.stall)
             if drop_at is not None:
                 raise InjectedDisconnect(f"{fault.spec}: after all {len(tokens)} tokens")
-            yield frames.finish(reason)
+            yield frames.finish(answer.reason)
             if frames.include_usage:
-                yield frames.usage(usage)
+                yield frames.usage(answer.usage)
             yield wire.DONE
             completed = True
         finally:
@@ -242,6 +223,7 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        options = request_options(body)  # raises OpenAIError, answered as OpenAI's 400
         try:
             fault, key = request_fault(request.headers, body.metadata, sim.default_fault)
         except FaultSpecError as exc:
@@ -250,7 +232,7 @@ def create_app(settings: LlmsimSettings) -> FastAPI:
                 400, message, param=exc.param, code=EdgeCode.INVALID_VALUE
             ).response()
         applies = fault.hits(body.model) and sim.fail_counters.applies(fault, key)
-        return await sim.complete(body, fault if applies else NO_FAULT)
+        return await sim.complete(body, options, fault if applies else NO_FAULT)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

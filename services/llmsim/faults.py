@@ -25,8 +25,10 @@ around names and values are ignored, each name at most once.
                             only, later ones succeed; the key is the header
                             `x-llmsim-fault-key`, else `metadata.llmsim_fault_key`, else the spec
 
-At most one of status, error_before_first_token and drop_after. A spec that breaks these rules
-is answered with HTTP 400 (or, as the setting, refused at startup).
+A "token" is any completion token: of reasoning, of the text, or of a tool call (its opening
+or a fragment of its arguments). At most one of status, error_before_first_token and
+drop_after. A spec that breaks these rules is answered with HTTP 400 (or, as the setting,
+refused at startup).
 """
 
 import math

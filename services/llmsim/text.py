@@ -42,28 +42,59 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
-def _seed(messages: list[dict[str, Any]]) -> int:
-    # Only role and text count, so the model name, sampling parameters and whether content
-    # was sent as a string or as parts do not change the answer.
+def _canonical(message: Mapping[str, Any]) -> list[Any]:
+    entry: list[Any] = [str(message.get("role", "")), content_text(message.get("content"))]
+    # Tool calls and tool results join the seed only when present, so a plain message hashes
+    # exactly as before (plain answers stay byte-identical) while a different tool result,
+    # or a call with other arguments, gives a different answer.
+    calls = message.get("tool_calls")
+    if calls:
+        entry.append([_call_key(call) for call in calls if isinstance(call, Mapping)])
+    if message.get("tool_call_id"):
+        entry.append(str(message["tool_call_id"]))
+    return entry
+
+
+def _call_key(call: Mapping[str, Any]) -> list[str]:
+    function = call.get("function") or {}
+    return [
+        str(call.get("id", "")),
+        str(function.get("name", "")),
+        str(function.get("arguments") or ""),
+    ]
+
+
+def conversation_digest(messages: list[dict[str, Any]]) -> bytes:
+    """SHA-256 of what decides the answer: each message's role, text, tool calls and result id.
+
+    The model name, sampling parameters and whether content was sent as a string or as parts
+    do not count, so they do not change the answer."""
     canonical = json.dumps(
-        [[str(m.get("role", "")), content_text(m.get("content"))] for m in messages],
-        ensure_ascii=False,
-        separators=(",", ":"),
+        [_canonical(m) for m in messages], ensure_ascii=False, separators=(",", ":")
     )
-    return int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:8], "big")
+    return hashlib.sha256(canonical.encode()).digest()
+
+
+def conversation_seed(messages: list[dict[str, Any]]) -> int:
+    """The seed of every deterministic choice made for this conversation."""
+    return int.from_bytes(conversation_digest(messages)[:8], "big")
+
+
+def word_tokens(rng: random.Random, n: int) -> list[str]:
+    """`n` words drawn by `rng` as tokens: a leading space from the second on, a final period."""
+    if n <= 0:
+        return []
+    words = rng.choices(WORDS, k=n)
+    tokens = [words[0], *(" " + word for word in words[1:])]
+    tokens[-1] += "."
+    return tokens
 
 
 def answer_tokens(
     messages: list[dict[str, Any]], max_tokens: int | None, default_max_tokens: int
 ) -> list[str]:
     """Exactly `max_tokens or default_max_tokens` tokens; their concatenation is the answer."""
-    n = max_tokens or default_max_tokens
-    if n <= 0:
-        return []
-    words = random.Random(_seed(messages)).choices(WORDS, k=n)
-    tokens = [words[0], *(" " + word for word in words[1:])]
-    tokens[-1] += "."
-    return tokens
+    return word_tokens(random.Random(conversation_seed(messages)), max_tokens or default_max_tokens)
 
 
 def finish_reason(max_tokens: int | None) -> str:
@@ -72,5 +103,12 @@ def finish_reason(max_tokens: int | None) -> str:
 
 
 def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """A stand-in tokenizer: whitespace-separated words of every content, plus 3 per message."""
-    return sum(len(content_text(m.get("content")).split()) + 3 for m in messages)
+    """A stand-in tokenizer: whitespace-separated words of every content (and of assistant
+    tool calls' names and arguments), plus 3 per message."""
+    total = 0
+    for m in messages:
+        total += len(content_text(m.get("content")).split()) + 3
+        for call in m.get("tool_calls") or ():
+            if isinstance(call, Mapping):
+                total += sum(len(part.split()) for part in _call_key(call)[1:])
+    return total

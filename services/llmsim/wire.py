@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 
 from contracts import EdgeCode
 from services.common.openai_errors import OpenAIError
+from services.llmsim.answer import Piece
 from services.llmsim.faults import Fault, InjectedDisconnect
-from services.llmsim.text import finish_reason
 
 JSON = json.JSONEncoder(separators=(",", ":")).encode  # compact, as OpenAI's wire is
 DONE = b"data: [DONE]\n\n"
@@ -43,11 +43,39 @@ class Frames:
     def content(self, token: str) -> bytes:
         return (self._content + JSON(token) + "}" + self._open).encode()
 
+    def opening(self, delta: dict[str, Any]) -> bytes:
+        """The role chunk of an answer that is more than plain text."""
+        return (self._delta + JSON(delta) + self._open).encode()
+
+    def piece(self, piece: Piece) -> bytes:
+        """One token of an answer that is more than plain text (built like OpenAI's chunks)."""
+        kind, text = piece.kind, piece.text
+        delta: dict[str, Any]
+        if kind == "arguments":
+            delta = {"tool_calls": [{"index": piece.call_index, "function": {"arguments": text}}]}
+        elif kind == "call":
+            call = {"index": piece.call_index, "id": piece.call_id, "type": "function"}
+            delta = {"tool_calls": [{**call, "function": {"name": text, "arguments": ""}}]}
+        elif kind == "reasoning":
+            delta = {"reasoning_content": text}  # vLLM's and DeepSeek's field, not OpenAI's
+        else:
+            delta = {kind: text}  # "content" or "refusal"
+        logprobs = None
+        if piece.logprob is not None:  # in the list of the field the token went to
+            entries = [piece.logprob]
+            refused = kind == "refusal"
+            logprobs = {
+                "content": None if refused else entries,
+                "refusal": entries if refused else None,
+            }
+        closing = ',"logprobs":' + JSON(logprobs) + ',"finish_reason":null}]' + self._tail
+        return (self._delta + JSON(delta) + closing).encode()
+
     def finish(self, reason: str) -> bytes:
         closing = ',"logprobs":null,"finish_reason":' + JSON(reason) + "}]" + self._tail
         return (self._delta + "{}" + closing).encode()
 
-    def usage(self, usage: dict[str, int]) -> bytes:
+    def usage(self, usage: dict[str, Any]) -> bytes:
         return (self._usage_head + JSON(usage) + "}\n\n").encode()
 
 
@@ -55,24 +83,19 @@ def completion(
     completion_id: str,
     created: int,
     model: str,
-    tokens: list[str],
-    limit: int | None,
-    usage: dict[str, int],
+    message: dict[str, Any],
+    logprobs: dict[str, Any] | None,
+    reason: str,
+    usage: dict[str, Any],
 ) -> dict[str, Any]:
     """A whole (non-stream) chat completion object."""
-    message = {"role": "assistant", "content": "".join(tokens), "refusal": None}
     return {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
         "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(limit),
-            }
+            {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": reason}
         ],
         "usage": usage,
         "system_fingerprint": None,
@@ -102,7 +125,14 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     parts = [p for p in loc if p != "body"]
     if not parts or not isinstance(parts[0], str):
         return None
+    # A union's member tag (`str`, `list[dict[str,any]]`) names a type, not a parameter.
+    tag = next((i for i, p in enumerate(parts) if isinstance(p, str) and _is_type_tag(p)), None)
+    parts = parts[:tag]
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)[1:]
+
+
+def _is_type_tag(part: str) -> bool:
+    return part in ("str", "int", "float", "bool", "dict", "list") or "[" in part
 
 
 def invalid_request(exc: RequestValidationError) -> OpenAIError:

@@ -73,6 +73,10 @@ def llama_params(settings: LocalModelSettings, model: Path) -> Any:
     # + 2); with more threads, waiting requests never keep a new one from being read.
     params.n_threads_http = max(HTTP_THREADS_MIN, 4 * settings.parallel)
     params.endpoint_metrics = True  # read in-process by LlamaMetrics, not over HTTP
+    # Jinja chat templates (llama.cpp's `--jinja`): without them llama.cpp refuses any request
+    # with `tools` (HTTP 500 "tools param requires --jinja flag"); with them, `tools` reach the
+    # model's template. xllamacpp defaults to it today; set so a new default cannot drop it.
+    params.use_jinja = True
     params.endpoint_slots = True  # GET /slots on the loopback port, for debugging
     params.verbosity = _LLAMA_VERBOSITY.get(settings.log_level.upper(), 2)
     return params

@@ -44,3 +44,27 @@ def test_content_parts_equal_plain_text() -> None:
 def test_count_prompt_tokens() -> None:
     assert count_prompt_tokens(CHAT) == (2 + 3) + (2 + 3)
     assert count_prompt_tokens([{"role": "assistant", "content": None}]) == 3
+
+
+def _tool_turn(arguments: str, result: str) -> list[dict[str, object]]:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    return [
+        CHAT[1],
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": result},
+    ]
+
+
+def test_tool_calls_and_their_results_decide_the_answer() -> None:
+    base = answer_tokens(_tool_turn('{"a":1}', "sunny"), None, 16)
+    assert base == answer_tokens(_tool_turn('{"a":1}', "sunny"), None, 16)
+    assert base != answer_tokens(_tool_turn('{"a":1}', "rain"), None, 16)
+    assert base != answer_tokens(_tool_turn('{"a":2}', "sunny"), None, 16)
+    # Empty tool fields, as a parsed request carries them, hash as a plain message.
+    empty = [{**m, "tool_calls": None, "tool_call_id": None} for m in CHAT]
+    assert answer_tokens(empty, None, 16) == answer_tokens(CHAT, None, 16)
+
+
+def test_prompt_tokens_count_tool_calls_and_null_content() -> None:
+    # user: 2 words; assistant: null content, name "f" and arguments '{"a":1}'; tool: 1 word
+    assert count_prompt_tokens(_tool_turn('{"a":1}', "sunny")) == (2 + 3) + (2 + 3) + (1 + 3)

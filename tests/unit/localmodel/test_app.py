@@ -66,6 +66,37 @@ async def test_the_raw_sse_bytes_are_unchanged(front: str, llmsim: str):
     assert strip_ids(via.text)[-3:] == strip_ids(direct.text)[-3:]
 
 
+async def test_tool_calls_pass_through_both_ways(front: str):
+    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
+    async with openai.AsyncOpenAI(base_url=f"{front}/v1", api_key="x", max_retries=0) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="tiny",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            tools=tools,  # type: ignore[list-item]
+        )
+        chunks = [chunk async for chunk in stream]
+        call = chunks[1].choices[0].delta.tool_calls[0]  # type: ignore[index]
+        assert call.function is not None and call.function.name == "now"
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        result = {"role": "tool", "tool_call_id": call.id, "content": "noon"}
+        assistant = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": "now", "arguments": "{}"}}
+            ],
+        }
+        messages = [*MESSAGES, assistant, result]
+        answer = await sdk.chat.completions.create(
+            model="tiny",
+            messages=messages,  # type: ignore[arg-type]
+            tools=tools,  # type: ignore[list-item]
+            max_tokens=4,
+        )
+    assert answer.choices[0].message.content == "".join(answer_tokens(messages, 4, 64))
+
+
 async def test_a_non_streamed_answer_and_an_upstream_error_pass_through(front: str):
     async with httpx.AsyncClient(base_url=front) as client:
         ok = await client.post(

@@ -102,6 +102,7 @@ class TestLlamaParams:
         assert params.port == 0  # a free loopback port; only our app talks to it
         assert params.endpoint_metrics
         assert params.n_threads_http >= 8  # waiting requests hold a thread each
+        assert params.use_jinja  # llama.cpp refuses `tools` without jinja chat templates
 
     @pytest.mark.parametrize(("level", "verbosity"), [("DEBUG", 4), ("INFO", 2), ("ERROR", 1)])
     def test_llama_cpp_logs_follow_the_log_level(self, level: str, verbosity: int):
