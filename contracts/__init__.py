@@ -11,7 +11,14 @@ from contracts.control import (
 )
 from contracts.dead_letter import DeadLetter
 from contracts.errors import EdgeCode, ErrorCode
-from contracts.request_id import RequestRef, new_request_id, parse_request_id, request_belongs
+from contracts.request_id import (
+    RequestRef,
+    new_request_id,
+    parse_request_id,
+    request_belongs,
+    request_of_response,
+    response_id,
+)
 from contracts.stream import (
     STREAM_EVENT,
     TERMINAL_TYPES,
@@ -56,5 +63,7 @@ __all__ = [
     "new_request_id",
     "parse_request_id",
     "request_belongs",
+    "request_of_response",
+    "response_id",
     "utcnow",
 ]

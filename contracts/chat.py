@@ -38,6 +38,9 @@ class ChatRequested(Event):
         default=False, description="stream_options.include_usage: end the stream with usage"
     )
     reply_partition: int = Field(ge=0, description="Partition of `llm.tokens` to answer on")
+    api: Literal["chat", "responses"] = Field(
+        default="chat", description="The HTTP API that asked: chat completions or Responses"
+    )
     deadline: AwareDatetime | None = Field(
         default=None, description="Give up (failed: deadline_exceeded) after this time"
     )

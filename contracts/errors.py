@@ -45,6 +45,8 @@ class EdgeCode(StrEnum):
     PERMISSION_DENIED = "permission_denied"
     NOT_FOUND = "not_found"
     STREAM_NOT_FOUND = "stream_not_found"
+    RESPONSE_NOT_STARTED = "response_not_started"
+    RESPONSE_EXPIRED = "response_expired"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     INSUFFICIENT_QUOTA = "insufficient_quota"

@@ -53,3 +53,20 @@ def request_belongs(request_id: str, tenant: str, secret: bytes) -> bool:
         return False
     body, _, tag = request_id.rpartition("-")
     return hmac.compare_digest(tag, _tag(body, tenant, secret))
+
+
+_CHAT, _RESPONSE = "chatcmpl-", "resp_"
+
+
+def response_id(request_id: str) -> str:
+    """A Responses API id for the request: the same id (partition, time, tenant tag) with
+    OpenAI's `resp_` prefix, so it tells any node as much as the request id does."""
+    return _RESPONSE + request_id.removeprefix(_CHAT)
+
+
+def request_of_response(response_id: str) -> str | None:
+    """The request id behind a Responses API id, or None if it is not one of ours."""
+    if not response_id.startswith(_RESPONSE):
+        return None
+    request_id = _CHAT + response_id.removeprefix(_RESPONSE)
+    return request_id if _PATTERN.fullmatch(request_id) else None

@@ -28,6 +28,9 @@ class UsageRecorded(Event):
     type: Literal["usage_recorded"] = "usage_recorded"
     attempt: str = Field(description="Worker attempt id; (request_id, attempt) is unique")
     tenant_id: str = Field(description="Tenant billed")
+    api: Literal["chat", "responses"] = Field(
+        default="chat", description="The HTTP API that asked: chat completions or Responses"
+    )
     route: str = Field(description="How the tier was chosen: explicit | score")
     route_score: float | None = Field(default=None, description="Complexity score, for `auto`")
     route_features: tuple[str, ...] = Field(default=(), description="Top features of the score")

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.analytics.query import UsageQuery
+from services.analytics.query import FILTERS, UsageQuery
 from services.analytics.store import usage
 
 Key = tuple[Any, ...]
@@ -20,6 +20,7 @@ _COLUMNS: dict[str, ColumnElement[Any]] = {
     "route": usage.c.route,
     "tier": usage.c.tier,
     "status": usage.c.status,
+    "api": usage.c.api,
 }
 
 
@@ -52,7 +53,7 @@ def _where(stmt: Select[Any], query: UsageQuery) -> Select[Any]:
         stmt = stmt.where(usage.c.started_at >= query.start)
     if query.end is not None:
         stmt = stmt.where(usage.c.started_at < query.end)
-    for name in ("tenant", "model", "route", "status"):
+    for name in FILTERS:
         value = getattr(query, name)
         if value is not None:
             stmt = stmt.where(_COLUMNS[name] == value)

@@ -4,9 +4,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-GROUP_KEYS = ("hour", "day", "model", "route", "tenant", "tier", "status")
+GROUP_KEYS = ("hour", "day", "model", "route", "tenant", "tier", "status", "api")
 STATUSES = ("ok", "failed", "cancelled")
-FILTERS = ("tenant", "model", "route", "status")
+APIS = ("chat", "responses")
+FILTERS = ("tenant", "model", "route", "status", "api")
 
 
 class QueryError(ValueError):
@@ -27,6 +28,7 @@ class UsageQuery:
     model: str | None = None
     route: str | None = None
     status: str | None = None
+    api: str | None = None
     group_by: tuple[str, ...] = ()
 
     def for_tenant(self, tenant: str) -> "UsageQuery":
@@ -74,10 +76,12 @@ def parse_query(params: Mapping[str, str | None]) -> UsageQuery:
     if start and end and start > end:
         raise QueryError("'from' must not be later than 'to'.", param="from")
     filters = {name: (params.get(name) or "").strip() or None for name in FILTERS}
-    if filters["status"] is not None and filters["status"] not in STATUSES:
-        raise QueryError(
-            f"Invalid value for 'status': expected one of {', '.join(STATUSES)}.", param="status"
-        )
+    # A closed set: a misspelt value would otherwise match nothing and look like no traffic.
+    for name, allowed in (("status", STATUSES), ("api", APIS)):
+        if filters[name] is not None and filters[name] not in allowed:
+            raise QueryError(
+                f"Invalid value for '{name}': expected one of {', '.join(allowed)}.", param=name
+            )
     return UsageQuery(
         start=start, end=end, group_by=parse_group_by(params.get("group_by")), **filters
     )

@@ -57,6 +57,8 @@ usage = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime, nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
+    # "chat" | "responses"; last because revision 0004 added it (older rows are chat).
+    Column("api", String(16), nullable=False, server_default="chat"),
     UniqueConstraint("request_id", "attempt", name="uq_usage_request_attempt"),
     Index("ix_usage_started_at", "started_at"),
     Index("ix_usage_tenant_started_at", "tenant_id", "started_at"),
@@ -74,6 +76,7 @@ def row_of(event: UsageRecorded) -> dict[str, Any]:
         "request_id": event.request_id,
         "attempt": event.attempt,
         "tenant_id": event.tenant_id,
+        "api": event.api,
         "route": event.route,
         "route_score": event.route_score,
         "route_features": list(event.route_features),

@@ -38,6 +38,8 @@ class System:
             # One delta per token, so tests can count frames; coalescing has its own tests.
             "TOKENBUS_COALESCE_MS": "0",
             "TOKENBUS_LLMSIM_URL": f"{self.llmsim_url}/v1" if self.llmsim else "",
+            # The gateways' shared SQL (the Responses index) stays out of the source tree.
+            "TOKENBUS_DATABASE_URL": f"sqlite+aiosqlite:///{self.logs / self.prefix}db.sqlite",
         }
 
     def _models(self) -> str:

@@ -43,6 +43,11 @@ class Subscription:
             self.push(delivered)  # still full: this marks the watcher dropped
 
     @property
+    def empty(self) -> bool:
+        """Nothing is queued right now."""
+        return self._queue.empty()
+
+    @property
     def finished(self) -> bool:
         """The terminal event (or a drop) has been queued: nothing more will come."""
         return self._sequencer.done or self.dropped

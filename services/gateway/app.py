@@ -25,6 +25,8 @@ from services.gateway.body_limit import DeclaredBodyLimit, counted_body_too_larg
 from services.gateway.callers import Authenticator
 from services.gateway.node import GatewayNode
 from services.gateway.publish import RequestPublisher
+from services.gateway.responses import routes as responses
+from services.gateway.responses.store import ResponseStore
 from services.gateway.routes import chat, models, streams, ws
 from services.gateway.settings import GatewaySettings
 from services.gateway.webchat import mount_webchat
@@ -59,7 +61,8 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         dead_letter=dead_letter,
     )
     keys = settings.auth_mode == "keys"
-    engine = make_engine(settings.database_url) if keys else None
+    # The shared SQL: keys and limits (keys mode) and the Responses API index (always).
+    engine = make_engine(settings.database_url)
     node = GatewayNode(
         settings,
         hub,
@@ -72,11 +75,12 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
             localmodel_parallel=settings.localmodel_parallel,
         ),
         Authenticator(
-            TenantStore(engine, pepper(settings)) if engine else None, settings.key_cache_s
+            TenantStore(engine, pepper(settings)) if keys else None, settings.key_cache_s
         ),
         RateLimiter(engine, settings.instance, settings.lease_s, settings.lease_max_s)
-        if engine
+        if keys
         else None,
+        responses=ResponseStore(engine),
     )
     Gauge(
         "tokenbus_gateway_watched_requests",
@@ -94,9 +98,9 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if engine is not None:
+        if keys:
             refuse_placeholder_secrets(settings)
-            await migrate(engine)
+        await migrate(engine)
         await ensure_topics(settings.bootstrap_servers, topics)
         await broker.start()
         await reader.start()
@@ -116,13 +120,11 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
                     await renewing
             await reader.stop()
             await broker.stop()
-            if engine is not None:
-                await engine.dispose()
+            await engine.dispose()
 
     async def readiness() -> dict[str, bool]:
         checks = {"kafka": await broker.ping(timeout=2.0), "reply_partitions": reader.ready}
-        if engine is not None:
-            checks["database"] = await _database_answers(engine)
+        checks["database"] = await _database_answers(engine)
         return checks
 
     app = _GatewayApp(
@@ -146,6 +148,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(streams.router)
+    app.include_router(responses.router)
     app.include_router(ws.router)
     mount_webchat(app)  # the chat page at `/`
     return app

@@ -17,6 +17,7 @@ from services.common.models import ModelsConfig
 from services.fanout import Hub, ReplyReader
 from services.gateway.callers import Authenticator
 from services.gateway.publish import RequestPublisher
+from services.gateway.responses.store import ResponseStore
 from services.gateway.settings import GatewaySettings
 from services.tenants.limiter import RateLimiter, Ticket
 
@@ -33,6 +34,7 @@ class GatewayNode:
     auth: Authenticator = field(default_factory=lambda: Authenticator(None))
     limiter: RateLimiter | None = None  # None: open mode, nothing is limited
     slow_consumer_drops: Counter | None = None
+    responses: ResponseStore | None = None  # the Responses API index (None: no database)
     _next_partition: Iterator[int] = field(init=False)
     _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 

@@ -74,6 +74,13 @@ class GatewaySettings(
     watcher_stall_s: float = Field(
         default=10.0, gt=0, description="A resuming watcher that reads nothing this long is dropped"
     )
+    responses_retention_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=86_400.0 * 7,
+        description="How long a stored Responses API response can be retrieved and resumed "
+        "(no longer than llm.tokens keeps its events)",
+    )
     first_event_timeout_s: float = Field(
         default=60.0, gt=0, description="Give up (503) if no worker takes the request by then"
     )

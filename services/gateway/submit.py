@@ -13,6 +13,7 @@ import functools
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Literal
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -22,13 +23,15 @@ from contracts import (
     ChatRequested,
     EdgeCode,
     ErrorCode,
+    Failed,
     RequestRef,
+    Started,
     StreamEvent,
     parse_request_id,
     utcnow,
 )
 from services.common.logging import bind_request
-from services.common.openai_errors import OpenAIError
+from services.common.openai_errors import OpenAIError, error_for_code
 from services.common.redact import content_for_log
 from services.fanout.history import HistoryReader
 from services.fanout.hub import SubscriberDropped, Subscription
@@ -78,6 +81,7 @@ class EventStream:
         # Counted when it happens: a writer stuck on a full socket learns of it only later.
         sub.on_drop = functools.partial(node.dropped, self.request_id)
         self._closed = False
+        self._detach = True  # leaving early starts the grace period
 
     async def first(self) -> StreamEvent:
         """The first event of a request just submitted. Nobody took it within
@@ -96,6 +100,39 @@ class EventStream:
             raise OpenAIError(502, "The stream ended early.", code=ErrorCode.INTERNAL)
         self._note(event)
         return event
+
+    async def started(self) -> Started:
+        """The worker's `started` of a request just submitted (so headers can name the
+        route); a `failed` before it is the HTTP error it stands for."""
+        first = await self.first()
+        if isinstance(first, Failed):
+            raise error_for_code(first.code, first.message)
+        if not isinstance(first, Started):
+            raise OpenAIError(502, "The stream began out of order.", code=ErrorCode.INTERNAL)
+        return first
+
+    def keep_running(self) -> None:
+        """This client leaving is no reason to stop: a background request runs on alone."""
+        self._detach = False
+
+    async def so_far(self) -> list[StreamEvent]:
+        """Every event the log holds now, without waiting for the end (a snapshot): for a
+        stream opened with `watch`, which reads the log up to where it ended at the start."""
+        assert self._reader is not None, "only a watched stream knows where the log ends"
+        events: list[StreamEvent] = []
+        async with asyncio.timeout(self._node.settings.first_event_timeout_s):
+            while not self.finished and not (self._reader.caught_up.is_set() and self._sub.empty):
+                try:
+                    async with asyncio.timeout(0.05):
+                        event = await self._sub.next()
+                except TimeoutError:
+                    continue
+                if event is None:
+                    self.finished = True
+                else:
+                    self._note(event)
+                    events.append(event)
+        return events
 
     async def batches(self, limit: int = 256) -> AsyncIterator[list[StreamEvent]]:
         """The events in order, all that are already waiting at once (so a writer can send a
@@ -144,7 +181,7 @@ class EventStream:
         if self._closed:
             return
         self._closed = True
-        if not self.finished:
+        if not self.finished and self._detach:
             self._node.detach(self.request_id)
         self._node.release(self._ticket, self.tokens)
         self._sub.close()
@@ -166,6 +203,7 @@ async def submit(
     stream: bool,
     deadline_s: float | None = None,
     via: str = "http",
+    api: Literal["chat", "responses"] = "chat",
 ) -> tuple[EventStream, dict[str, str]]:
     """Check, admit and publish a chat request; its event stream and rate-limit headers.
 
@@ -185,6 +223,7 @@ async def submit(
         include_usage=body.include_usage,
         reply_partition=partition,
         deadline=utcnow() + timedelta(seconds=deadline_s) if deadline_s else None,
+        api=api,
     )
     with bind_request(request_id=request_id):
         try:

@@ -271,6 +271,7 @@ def _usage_record(
         request_id=request.request_id,
         attempt=attempt,
         tenant_id=request.tenant_id,
+        api=request.api,
         route=route.reason,
         route_score=route.score,
         route_features=route.features,

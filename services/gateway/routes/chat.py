@@ -43,7 +43,7 @@ async def chat_completions(
     with bind_request(request_id=request_id):
         try:
             # The worker's `started` comes first, so the headers can name the route.
-            started = await _started(stream)
+            started = await stream.started()
             headers = {**_route_headers(request_id, started), **rate_headers}
             if body.stream:
                 frames = sse_frames(stream, FrameRenderer(request_id), first=started)
@@ -61,15 +61,6 @@ async def chat_completions(
             if isinstance(exc, OpenAIError):
                 exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
             raise
-
-
-async def _started(stream: EventStream) -> Started:
-    first = await stream.first()
-    if isinstance(first, Failed):
-        raise error_for_code(first.code, first.message)
-    if not isinstance(first, Started):
-        raise OpenAIError(502, "The stream began out of order.", code=ErrorCode.INTERNAL)
-    return first
 
 
 def _route_headers(request_id: str, started: Started) -> dict[str, str]:

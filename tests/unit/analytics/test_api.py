@@ -13,13 +13,18 @@ from services.analytics.api import tenant_scope
 from tests.unit.analytics.conftest import client, store
 from tests.usage_events import T0, usage_events
 
-EVENTS = usage_events(240)  # two hours of traffic from T0, 30 s apart
+# Two hours of traffic from T0, 30 s apart; every third request came in by the Responses API.
+EVENTS = [
+    e.model_copy(update={"api": "responses"}) if n % 3 == 0 else e
+    for n, e in enumerate(usage_events(240))
+]
 KEY_OF: dict[str, Callable[[UsageRecorded], str]] = {
     "tenant": lambda e: e.tenant_id,
     "model": lambda e: e.model,
     "route": lambda e: e.route,
     "tier": lambda e: e.tier,
     "status": lambda e: e.status,
+    "api": lambda e: e.api,
     "hour": lambda e: e.started_at.strftime("%Y-%m-%dT%H:00:00Z"),
     "day": lambda e: e.started_at.strftime("%Y-%m-%d"),
 }
@@ -93,7 +98,7 @@ class TestAggregates:
     async def test_totals_equal_the_events(self, app) -> None:
         assert await _get(app) == {"totals": _metrics(EVENTS), "groups": []}
 
-    @pytest.mark.parametrize("group_by", [*KEY_OF, "tenant,status", "day,model,tier"])
+    @pytest.mark.parametrize("group_by", [*KEY_OF, "tenant,status", "day,model,tier", "api,tenant"])
     async def test_groups_equal_the_events_grouped(self, app, group_by: str) -> None:
         body = await _get(app, group_by=group_by)
         assert body["groups"] == _expected_groups(EVENTS, group_by.split(","))
@@ -113,6 +118,22 @@ class TestAggregates:
             model="llmsim-small",
         )
         assert body["totals"] == _metrics(chosen)
+
+    async def test_group_by_api_splits_chat_from_responses(self, app) -> None:
+        body = await _get(app, group_by="api")
+        chat = [e for e in EVENTS if e.api == "chat"]
+        responses = [e for e in EVENTS if e.api == "responses"]
+        assert len(chat) == 160 and len(responses) == 80
+        assert body["groups"] == [
+            {"key": {"api": "chat"}, **_metrics(chat)},
+            {"key": {"api": "responses"}, **_metrics(responses)},
+        ]
+
+    async def test_an_api_filter_keeps_that_api_only(self, app) -> None:
+        responses = [e for e in EVENTS if e.api == "responses" and e.tenant_id == "acme"]
+        body = await _get(app, api="responses", tenant="acme", group_by="api")
+        assert body["totals"] == _metrics(responses)
+        assert [g["key"] for g in body["groups"]] == [{"api": "responses"}]
 
     async def test_nothing_matching_is_zeros_not_an_error(self, app) -> None:
         body = await _get(app, tenant="nobody", group_by="model")
@@ -136,7 +157,12 @@ class TestAggregates:
 class TestErrors:
     @pytest.mark.parametrize(
         ("params", "param"),
-        [({"from": "noon"}, "from"), ({"group_by": "week"}, "group_by"), ({"x": "1"}, "x")],
+        [
+            ({"from": "noon"}, "from"),
+            ({"group_by": "week"}, "group_by"),
+            ({"x": "1"}, "x"),
+            ({"api": "completions"}, "api"),
+        ],
     )
     async def test_bad_parameters_are_400_in_openai_shape(self, app, params, param) -> None:
         body = await _get(app, 400, **params)

@@ -20,18 +20,20 @@ class TestParse:
                 "model": "llmsim-small",
                 "route": "score",
                 "status": "failed",
-                "group_by": "day, Tenant,day",
+                "api": "responses",
+                "group_by": "day, Tenant,day,API",
             }
         )
         assert query.start == datetime(2025, 3, 1, tzinfo=UTC)
         assert query.end == datetime(2025, 3, 2, 10, 30, tzinfo=UTC)
-        assert (query.tenant, query.model, query.route, query.status) == (
+        assert (query.tenant, query.model, query.route, query.status, query.api) == (
             "acme",
             "llmsim-small",
             "score",
             "failed",
+            "responses",
         )
-        assert query.group_by == ("day", "tenant")  # lower-cased, de-duplicated, in order
+        assert query.group_by == ("day", "tenant", "api")  # lower-cased, de-duplicated, in order
 
     def test_z_suffix_and_naive_times_are_utc(self) -> None:
         query = parse_query({"from": "2025-03-01T10:00:00Z", "to": "2025-03-01T11:00:00"})
@@ -49,6 +51,7 @@ class TestParse:
             ({"from": "2025-03-02", "to": "2025-03-01"}, "from"),
             ({"group_by": "day,week"}, "group_by"),
             ({"status": "done"}, "status"),
+            ({"api": "chat.completions"}, "api"),
             ({"tennant": "acme"}, "tennant"),
         ],
     )

@@ -1,0 +1,1 @@
+"""OpenAI's Responses API, rendered from the same request events as chat completions."""

@@ -1,0 +1,289 @@
+"""`/v1/responses`: create, retrieve (or resume a stream), cancel, delete, list input items.
+
+A response is a chat request submitted on the one submit path with `api="responses"`; its
+events are the request's events in Kafka, rendered by `ResponseRenderer`. The SQL index
+(`ResponseStore`) says whose it is, what it asked and until when it can be retrieved.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from contracts import (
+    EdgeCode,
+    ErrorCode,
+    StreamEvent,
+    parse_request_id,
+    request_of_response,
+    response_id,
+)
+from services.common.openai_errors import OpenAIError
+from services.gateway.auth import Caller, CallerDep
+from services.gateway.node import GatewayNode, NodeDep
+from services.gateway.responses.events import ResponseRenderer
+from services.gateway.responses.store import ResponseStore, StoredResponse
+from services.gateway.responses.wire import ResponsesRequest, input_items, shell, to_chat
+from services.gateway.routes.chat import DeadlineHeader
+from services.gateway.submit import (
+    EventStream,
+    StreamStalled,
+    SubscriberDropped,
+    cancel,
+    submit,
+    watch,
+)
+
+router = APIRouter()
+Json = dict[str, Any]
+
+
+@router.post("/v1/responses", response_model=None)
+async def create_response(
+    body: ResponsesRequest, caller: CallerDep, node: NodeDep, deadline_s: DeadlineHeader = None
+) -> JSONResponse | EventSourceResponse:
+    chat = to_chat(body)
+    stream, rate_headers = await submit(
+        node, caller, chat, stream=True, deadline_s=deadline_s, api="responses"
+    )
+    rid = response_id(stream.request_id)
+    headers = {"x-request-id": stream.request_id, **rate_headers}
+    renderer = ResponseRenderer(rid, _created_at(stream.request_id), shell(body))
+    try:
+        if body.store:
+            await _store(node).add(_record(node, caller, rid, stream.request_id, body))
+        if body.background:
+            stream.keep_running()
+        if body.background and not body.stream:
+            await stream.aclose()
+            return JSONResponse(renderer.snapshot(), headers=headers)
+        first = await stream.started()  # a refusal before any output is an HTTP error
+        if body.stream:
+            frames = _frames(stream, renderer, first=first)
+            return EventSourceResponse(frames, headers=headers, sep="\n", ping=15)
+        async with stream:
+            renderer.render(first)
+            await _follow(stream, renderer)
+            return JSONResponse(renderer.snapshot(), headers=headers)
+    except BaseException as exc:
+        await stream.aclose()  # idempotent; once returned, the frames close it
+        if isinstance(exc, OpenAIError):
+            exc.headers = {**(exc.headers or {}), **headers}
+        raise
+
+
+StreamQuery = Annotated[bool, Query(description="Replay the events, then follow them live")]
+AfterQuery = Annotated[int | None, Query(ge=-1, description="Only events after this number")]
+
+
+@router.get("/v1/responses/{rid}", response_model=None)
+async def retrieve_response(
+    rid: str,
+    caller: CallerDep,
+    node: NodeDep,
+    stream: StreamQuery = False,
+    starting_after: AfterQuery = None,
+) -> JSONResponse | EventSourceResponse:
+    record = await _owned(node, caller, rid)
+    events = await _watch(node, caller, record)
+    renderer = ResponseRenderer(rid, _created_at(record.request_id), record.shell)
+    if not stream:
+        async with events:
+            for event in await events.so_far():
+                renderer.render(event)
+            return JSONResponse(renderer.snapshot())
+    after = -1 if starting_after is None else starting_after
+    return EventSourceResponse(_frames(events, renderer, after=after), sep="\n", ping=15)
+
+
+@router.post("/v1/responses/{rid}/cancel", response_model=None)
+async def cancel_response(rid: str, caller: CallerDep, node: NodeDep) -> JSONResponse:
+    record = await _owned(node, caller, rid)
+    events = await _watch(node, caller, record)
+    renderer = ResponseRenderer(rid, _created_at(record.request_id), record.shell)
+    async with events:
+        for event in await events.so_far():
+            renderer.render(event)
+        if not renderer.done:  # a second cancel just returns the final object
+            await cancel(node, caller, record.request_id)
+            await _follow(events, renderer)
+    return JSONResponse(renderer.snapshot())
+
+
+@router.delete("/v1/responses/{rid}")
+async def delete_response(rid: str, caller: CallerDep, node: NodeDep) -> Json:
+    _request_id(node, caller, rid)
+    if not await _store(node).delete(rid, caller.tenant):
+        raise _not_found(rid)
+    return {"id": rid, "object": "response.deleted", "deleted": True}
+
+
+@router.get("/v1/responses/{rid}/input_items")
+async def list_input_items(
+    rid: str,
+    caller: CallerDep,
+    node: NodeDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    after: Annotated[str | None, Query(max_length=128)] = None,
+) -> Json:
+    items = list((await _owned(node, caller, rid)).input_items)
+    if order == "desc":
+        items.reverse()
+    ids = [item["id"] for item in items]
+    start = ids.index(after) + 1 if after in ids else 0
+    page = items[start : start + limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + limit < len(items),
+    }
+
+
+def _store(node: GatewayNode) -> ResponseStore:
+    if node.responses is None:
+        raise OpenAIError(
+            503, "Responses cannot be stored here (no database).", code=EdgeCode.SERVICE_UNAVAILABLE
+        )
+    return node.responses
+
+
+def _record(
+    node: GatewayNode, caller: Caller, rid: str, request_id: str, body: ResponsesRequest
+) -> StoredResponse:
+    now = datetime.now(UTC)
+    retention = timedelta(seconds=node.settings.responses_retention_s)
+    return StoredResponse(
+        id=rid,
+        tenant=caller.tenant,
+        request_id=request_id,
+        created_at=now,
+        expires_at=now + retention,
+        background=body.background,
+        shell=shell(body),
+        input_items=input_items(body.input),  # type: ignore[arg-type]
+    )
+
+
+def _created_at(request_id: str) -> int:
+    ref = parse_request_id(request_id)
+    assert ref is not None
+    return ref.created_ms // 1000
+
+
+def _request_id(node: GatewayNode, caller: Caller, rid: str) -> str:
+    request_id = request_of_response(rid)
+    if request_id is None or not node.owns(request_id, caller.tenant):
+        raise _not_found(rid)
+    return request_id
+
+
+async def _owned(node: GatewayNode, caller: Caller, rid: str) -> StoredResponse:
+    """The stored response if it is `caller`'s: else 404, exactly as for one that never was."""
+    _request_id(node, caller, rid)
+    record = await _store(node).get(rid, caller.tenant)
+    if record is None:
+        raise _not_found(rid)
+    return record
+
+
+async def _watch(node: GatewayNode, caller: Caller, record: StoredResponse) -> EventStream:
+    try:
+        events = await watch(node, caller, record.request_id)
+    except OpenAIError as exc:
+        if exc.status != 404:
+            raise
+        raise _no_events(record) from exc
+    events.keep_running()  # reading a response never cancels it
+    return events
+
+
+def _no_events(record: StoredResponse) -> OpenAIError:
+    """No event in the log: not taken by a worker yet, or its events are gone."""
+    ref = parse_request_id(record.request_id)
+    if ref is not None and ref.age_ms() < 3_600_000:
+        return OpenAIError(
+            409,
+            f"Response '{record.id}' has not started yet; retry shortly.",
+            param="response_id",
+            code=EdgeCode.RESPONSE_NOT_STARTED,
+        )
+    return OpenAIError(
+        410,
+        f"The events of response '{record.id}' are no longer retained.",
+        param="response_id",
+        code=EdgeCode.RESPONSE_EXPIRED,
+    )
+
+
+def _not_found(rid: str) -> OpenAIError:
+    return OpenAIError(
+        404, f"No response with id '{rid}'.", param="response_id", code=EdgeCode.NOT_FOUND
+    )
+
+
+async def _follow(stream: EventStream, renderer: ResponseRenderer) -> None:
+    try:
+        async for batch in stream.batches():
+            for event in batch:
+                renderer.render(event)
+    except StreamStalled as exc:
+        raise OpenAIError(504, "The answer stalled.", code=ErrorCode.STREAM_TIMEOUT) from exc
+    except SubscriberDropped as exc:
+        message = "The answer could not be buffered."
+        raise OpenAIError(502, message, code=ErrorCode.OVERLOADED) from exc
+
+
+async def _frames(
+    stream: EventStream,
+    renderer: ResponseRenderer,
+    *,
+    first: StreamEvent | None = None,
+    after: int = -1,
+) -> AsyncIterator[bytes]:
+    """SSE frames (`event:` = the JSON `type`, `id:` = its sequence number) of the events
+    numbered after `after`, then `[DONE]`."""
+    try:
+        if first is not None:
+            yield _encode(renderer.render(first), after)
+        async for batch in stream.batches():
+            out = _encode([e for event in batch for e in renderer.render(event)], after)
+            if out:
+                yield out
+        yield ServerSentEvent("[DONE]", sep="\n").encode()
+    except StreamStalled:
+        yield _encode([_stream_error(renderer, ErrorCode.STREAM_TIMEOUT, "stalled")], -1)
+    except SubscriberDropped:
+        yield _encode([_stream_error(renderer, EdgeCode.SLOW_CONSUMER, "client too slow")], -1)
+    finally:
+        await stream.aclose()
+
+
+def _stream_error(renderer: ResponseRenderer, code: Any, what: str) -> Json:
+    message = f"The stream ended: {what}; resume with starting_after."
+    return {
+        "type": "error",
+        "sequence_number": renderer.seq,
+        "code": code.value,
+        "message": message,
+        "param": None,
+    }
+
+
+def _encode(events: list[Json], after: int) -> bytes:
+    return b"".join(
+        ServerSentEvent(
+            json.dumps(e, separators=(",", ":")),
+            event=e["type"],
+            id=str(e["sequence_number"]),
+            sep="\n",
+        ).encode()
+        for e in events
+        if e["sequence_number"] > after
+    )
