@@ -16,6 +16,8 @@ from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from tests.fakes import eventually
+
 __all__ = ["Record", "Recording", "read_topic", "record_events"]
 
 SHOWN = 30  # records listed in a failure, at most
@@ -78,11 +80,21 @@ async def _consumer(bootstrap: str, topic: str) -> AsyncIterator[AIOKafkaConsume
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
-    await consumer.start()  # waits for the topic's metadata; then all partitions are assigned
+    await consumer.start()
     try:
+        # Without a group, partitions are assigned once the topic's metadata arrives, which may
+        # be after start() returns: a seek before that would do nothing.
+        await eventually(_assigned(consumer), within=30)
         yield consumer
     finally:
         await consumer.stop()
+
+
+def _assigned(consumer: AIOKafkaConsumer) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(consumer.assignment())
+
+    return check
 
 
 async def _poll(
@@ -116,7 +128,11 @@ async def read_topic(
 
     async with _consumer(bootstrap, topic) as consumer:
         if not from_beginning:
-            await consumer.seek_to_end()
+            # Positions fixed now, from the end offsets: a lazy seek_to_end would be resolved
+            # at the first fetch, which a leader election can delay past new records.
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            for tp, offset in ends.items():
+                consumer.seek(tp, offset)
         try:
             await _poll(consumer, records.extend, done, timeout_s)
         except TimeoutError:
