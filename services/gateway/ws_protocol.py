@@ -21,6 +21,7 @@ from pydantic import (
 from contracts import Delta, EdgeCode, ErrorCode, StreamEvent
 from services.common.openai_errors import Code, OpenAIError, param_from_loc
 from services.gateway.openai_wire import ChatCompletionRequest
+from services.gateway.responses.wire import ResponsesRequest
 
 ClientId = Annotated[StrictStr, Field(max_length=128)] | StrictInt | None
 RequestId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
@@ -47,12 +48,10 @@ class AuthMessage(_Message):
     api_key: StrictStr = Field(max_length=512)
 
 
-class ChatMessage(_Message):
-    """The chat-completions body, flat, next to `type` and `id`."""
+class _WithBody(_Message):
+    """A request body, sent flat next to `type` and `id`."""
 
-    type: Literal["chat"]
     deadline_s: float | None = Field(default=None, ge=1, le=86_400)
-    body: ChatCompletionRequest
 
     @model_validator(mode="before")
     @classmethod
@@ -61,6 +60,20 @@ class ChatMessage(_Message):
             return data
         body = {k: v for k, v in data.items() if k not in _ENVELOPE and k not in _IGNORED}
         return {**{k: v for k, v in data.items() if k in _ENVELOPE}, "body": body}
+
+
+class ChatMessage(_WithBody):
+    """The chat-completions body."""
+
+    type: Literal["chat"]
+    body: ChatCompletionRequest
+
+
+class ResponseCreateMessage(_WithBody):
+    """A Responses API request (`POST /v1/responses`'s body), streamed on the socket."""
+
+    type: Literal["response.create"]
+    body: ResponsesRequest
 
 
 class CancelMessage(_Message):
@@ -79,7 +92,7 @@ class PingMessage(_Message):
 
 
 ClientMessage = Annotated[
-    AuthMessage | ChatMessage | CancelMessage | ResumeMessage | PingMessage,
+    AuthMessage | ChatMessage | ResponseCreateMessage | CancelMessage | ResumeMessage | PingMessage,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGE: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -131,7 +144,8 @@ def _invalid(exc: ValidationError, client_id: str | int | None) -> WsError:
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return WsError(
             code=EdgeCode.UNKNOWN_TYPE,
-            message="Unknown message type; expected one of: auth, chat, cancel, resume, ping.",
+            message="Unknown message type; expected one of: auth, chat, response.create, "
+            "cancel, resume, ping.",
             id=client_id,
             param="type",
         )
@@ -155,6 +169,11 @@ def event_frame(event: StreamEvent) -> str:
     if isinstance(event, Delta):  # tool calls, refusal, reasoning, logprobs: only what is set
         return _encode(event.model_dump(mode="json", exclude=_INTERNAL, exclude_none=True))
     return _encode(event.model_dump(mode="json", exclude=_INTERNAL))
+
+
+def response_frame(response_id: str, event: dict[str, Any]) -> str:
+    """A Responses API event, named for its response (a socket may carry several)."""
+    return _encode({**event, "response_id": response_id})
 
 
 def error_frame(code: Code, message: str, **fields: Any) -> str:

@@ -16,13 +16,14 @@ from fastapi import WebSocket
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected
 
-from contracts import ErrorCode
+from contracts import ErrorCode, StreamEvent
 from services.common.logging import bind_request
 from services.common.openai_errors import OpenAIError
 from services.gateway import ws_protocol as wire
 from services.gateway.auth import store_unavailable, unauthorized
 from services.gateway.callers import Caller
 from services.gateway.node import GatewayNode
+from services.gateway.responses.create import Created, create
 from services.gateway.submit import (
     EventStream,
     StreamStalled,
@@ -36,6 +37,7 @@ from services.gateway.ws_protocol import (
     CancelMessage,
     ChatMessage,
     PingMessage,
+    ResponseCreateMessage,
     ResumeMessage,
     WsError,
     reply,
@@ -106,10 +108,10 @@ class Session:
                     await self._send(wire.unauthenticated(msg.id))
                 case ChatMessage():
                     await self._chat(msg, self._caller)
-                case CancelMessage():
-                    await self._cancel(msg, self._caller)
-                case ResumeMessage():
-                    await self._resume(msg, self._caller)
+                case ResponseCreateMessage():
+                    await self._response(msg, self._caller)
+                case CancelMessage() | ResumeMessage():
+                    await self._about_a_stream(msg, self._caller)
         except _Gone:
             raise
         except Exception as exc:  # a bug must not take the socket (or the node) down
@@ -188,6 +190,54 @@ class Session:
                 await self._pump(stream, first.seq)
         finally:
             await self._done(stream)
+
+    async def _response(self, msg: ResponseCreateMessage, caller: Caller) -> None:
+        """The Responses API on the socket: the same create path as `POST /v1/responses`, and
+        its events as frames, each naming its `response_id`."""
+        try:
+            made = await create(self._node, caller, msg.body, deadline_s=msg.deadline_s, via="ws")
+        except OpenAIError as exc:
+            await self._send(wire.from_error(exc, msg.id))
+            return
+        self._spawn(made.stream.request_id, self._follow_response(msg, made))
+
+    async def _follow_response(self, msg: ResponseCreateMessage, made: Created) -> None:
+        stream, rid = made.stream, made.id
+        try:
+            with bind_request(request_id=stream.request_id):
+                ack = reply(
+                    "ack",
+                    action="response.create",
+                    id=msg.id,
+                    response_id=rid,
+                    request_id=stream.request_id,
+                )
+                await self._send(ack)
+                try:
+                    first = await stream.first()
+                except OpenAIError as exc:  # nobody took it: withdrawn, as on HTTP
+                    await self._send(wire.from_error(exc, None, stream.request_id))
+                    return
+                await self._render(made, [first])
+                async for batch in stream.batches():
+                    await self._render(made, batch)
+        except StreamStalled:
+            await self._send(wire.stalled(stream.request_id, stream.last_seq))
+        except SubscriberDropped:
+            await self._send(wire.slow_consumer(stream.request_id, stream.last_seq))
+        finally:
+            await self._done(stream)
+
+    async def _render(self, made: Created, events: list[StreamEvent]) -> None:
+        for event in events:
+            for out in made.renderer.render(event):
+                await self._send(wire.response_frame(made.id, out))
+
+    async def _about_a_stream(self, msg: CancelMessage | ResumeMessage, caller: Caller) -> None:
+        if isinstance(msg, CancelMessage):
+            await self._cancel(msg, caller)
+        else:
+            await self._resume(msg, caller)
 
     async def _cancel(self, msg: CancelMessage, caller: Caller) -> None:
         try:

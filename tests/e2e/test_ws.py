@@ -128,6 +128,33 @@ class TestChat:
             direct, _, _ = await stream_text(system.llmsim_url, messages, model="x", max_tokens=40)
             assert text_of(events) == direct
 
+    async def test_a_responses_request_streams_the_responses_events_beside_a_chat(
+        self, system: System, ws: ClientConnection
+    ):
+        question = "What is a topic partition?"
+        await send(ws, type="response.create", id="r", model="small", input=question)
+        await send(ws, type="chat", id="c", model="small", messages=QUESTION, max_tokens=10)
+        acks: dict[str, dict[str, Any]] = {}
+        events: list[dict[str, Any]] = []
+        chat_done = False
+        while not (chat_done and events and events[-1]["type"] == "response.completed"):
+            frame = await recv(ws)
+            if frame["type"] == "ack":
+                acks[frame["id"]] = frame
+            elif frame.get("response_id"):
+                assert frame["response_id"] == acks["r"]["response_id"]
+                events.append(frame)
+            else:
+                chat_done = chat_done or frame["type"] == "completed"
+        assert acks["r"]["response_id"].startswith("resp_")
+        assert events[0]["type"] == "response.created"
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        direct, _, _ = await stream_text(
+            system.llmsim_url, [{"role": "user", "content": question}], model="x"
+        )
+        assert text == direct
+
     async def test_ping_pong_and_heartbeat_when_idle(self, ws: ClientConnection):
         await send(ws, type="ping", id=9)
         assert await recv(ws) == {"type": "pong", "id": 9}

@@ -7,7 +7,6 @@ events are the request's events in Kafka, rendered by `ResponseRenderer`. The SQ
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -20,23 +19,16 @@ from contracts import (
     StreamEvent,
     parse_request_id,
     request_of_response,
-    response_id,
 )
 from services.common.openai_errors import OpenAIError
 from services.gateway.auth import Caller, CallerDep
 from services.gateway.node import GatewayNode, NodeDep
+from services.gateway.responses.create import create, created_at, responses_store
 from services.gateway.responses.events import ResponseRenderer
-from services.gateway.responses.store import ResponseStore, StoredResponse
-from services.gateway.responses.wire import ResponsesRequest, input_items, shell, to_chat
+from services.gateway.responses.store import StoredResponse
+from services.gateway.responses.wire import ResponsesRequest
 from services.gateway.routes.chat import DeadlineHeader
-from services.gateway.submit import (
-    EventStream,
-    StreamStalled,
-    SubscriberDropped,
-    cancel,
-    submit,
-    watch,
-)
+from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped, cancel, watch
 
 router = APIRouter()
 Json = dict[str, Any]
@@ -46,18 +38,10 @@ Json = dict[str, Any]
 async def create_response(
     body: ResponsesRequest, caller: CallerDep, node: NodeDep, deadline_s: DeadlineHeader = None
 ) -> JSONResponse | EventSourceResponse:
-    chat = to_chat(body)
-    stream, rate_headers = await submit(
-        node, caller, chat, stream=True, deadline_s=deadline_s, api="responses"
-    )
-    rid = response_id(stream.request_id)
-    headers = {"x-request-id": stream.request_id, **rate_headers}
-    renderer = ResponseRenderer(rid, _created_at(stream.request_id), shell(body))
+    made = await create(node, caller, body, deadline_s=deadline_s)
+    stream, renderer = made.stream, made.renderer
+    headers = {"x-request-id": stream.request_id, **made.rate_headers}
     try:
-        if body.store:
-            await _store(node).add(_record(node, caller, rid, stream.request_id, body))
-        if body.background:
-            stream.keep_running()
         if body.background and not body.stream:
             await stream.aclose()
             return JSONResponse(renderer.snapshot(), headers=headers)
@@ -90,7 +74,7 @@ async def retrieve_response(
 ) -> JSONResponse | EventSourceResponse:
     record = await _owned(node, caller, rid)
     events = await _watch(node, caller, record)
-    renderer = ResponseRenderer(rid, _created_at(record.request_id), record.shell)
+    renderer = ResponseRenderer(rid, created_at(record.request_id), record.shell)
     if not stream:
         async with events:
             for event in await events.so_far():
@@ -104,7 +88,7 @@ async def retrieve_response(
 async def cancel_response(rid: str, caller: CallerDep, node: NodeDep) -> JSONResponse:
     record = await _owned(node, caller, rid)
     events = await _watch(node, caller, record)
-    renderer = ResponseRenderer(rid, _created_at(record.request_id), record.shell)
+    renderer = ResponseRenderer(rid, created_at(record.request_id), record.shell)
     async with events:
         for event in await events.so_far():
             renderer.render(event)
@@ -117,7 +101,7 @@ async def cancel_response(rid: str, caller: CallerDep, node: NodeDep) -> JSONRes
 @router.delete("/v1/responses/{rid}")
 async def delete_response(rid: str, caller: CallerDep, node: NodeDep) -> Json:
     _request_id(node, caller, rid)
-    if not await _store(node).delete(rid, caller.tenant):
+    if not await responses_store(node).delete(rid, caller.tenant):
         raise _not_found(rid)
     return {"id": rid, "object": "response.deleted", "deleted": True}
 
@@ -146,37 +130,6 @@ async def list_input_items(
     }
 
 
-def _store(node: GatewayNode) -> ResponseStore:
-    if node.responses is None:
-        raise OpenAIError(
-            503, "Responses cannot be stored here (no database).", code=EdgeCode.SERVICE_UNAVAILABLE
-        )
-    return node.responses
-
-
-def _record(
-    node: GatewayNode, caller: Caller, rid: str, request_id: str, body: ResponsesRequest
-) -> StoredResponse:
-    now = datetime.now(UTC)
-    retention = timedelta(seconds=node.settings.responses_retention_s)
-    return StoredResponse(
-        id=rid,
-        tenant=caller.tenant,
-        request_id=request_id,
-        created_at=now,
-        expires_at=now + retention,
-        background=body.background,
-        shell=shell(body),
-        input_items=input_items(body.input),  # type: ignore[arg-type]
-    )
-
-
-def _created_at(request_id: str) -> int:
-    ref = parse_request_id(request_id)
-    assert ref is not None
-    return ref.created_ms // 1000
-
-
 def _request_id(node: GatewayNode, caller: Caller, rid: str) -> str:
     request_id = request_of_response(rid)
     if request_id is None or not node.owns(request_id, caller.tenant):
@@ -187,7 +140,7 @@ def _request_id(node: GatewayNode, caller: Caller, rid: str) -> str:
 async def _owned(node: GatewayNode, caller: Caller, rid: str) -> StoredResponse:
     """The stored response if it is `caller`'s: else 404, exactly as for one that never was."""
     _request_id(node, caller, rid)
-    record = await _store(node).get(rid, caller.tenant)
+    record = await responses_store(node).get(rid, caller.tenant)
     if record is None:
         raise _not_found(rid)
     return record
