@@ -25,7 +25,7 @@ from services.gateway.body_limit import DeclaredBodyLimit, counted_body_too_larg
 from services.gateway.callers import Authenticator
 from services.gateway.node import GatewayNode
 from services.gateway.publish import RequestPublisher
-from services.gateway.responses import routes as responses
+from services.gateway.responses import routes as responses_routes
 from services.gateway.responses.store import ResponseStore
 from services.gateway.routes import chat, models, streams, ws
 from services.gateway.settings import GatewaySettings
@@ -63,6 +63,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     keys = settings.auth_mode == "keys"
     # The shared SQL: keys and limits (keys mode) and the Responses API index (always).
     engine = make_engine(settings.database_url)
+    responses = ResponseStore(engine)
     node = GatewayNode(
         settings,
         hub,
@@ -80,7 +81,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         RateLimiter(engine, settings.instance, settings.lease_s, settings.lease_max_s)
         if keys
         else None,
-        responses=ResponseStore(engine),
+        responses=responses,
     )
     Gauge(
         "tokenbus_gateway_watched_requests",
@@ -105,6 +106,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         await broker.start()
         await reader.start()
         renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
+        purging = asyncio.create_task(_purge_responses(responses))
         log.info(
             "gateway_started",
             partitions=reader.partitions,
@@ -114,10 +116,11 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         try:
             yield
         finally:
-            if renewing is not None:
-                renewing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewing
+            for task in (renewing, purging):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await reader.stop()
             await broker.stop()
             await engine.dispose()
@@ -148,7 +151,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(streams.router)
-    app.include_router(responses.router)
+    app.include_router(responses_routes.router)
     app.include_router(ws.router)
     mount_webchat(app)  # the chat page at `/`
     return app
@@ -196,6 +199,18 @@ async def _renew_leases(limiter: RateLimiter) -> None:
             await limiter.renew()
         except (SQLAlchemyError, OSError) as exc:
             log.warning("lease_renewal_failed", error=type(exc).__name__)
+
+
+async def _purge_responses(store: ResponseStore, every_s: float = 600.0) -> None:
+    """Expired and deleted responses leave the index (every node may do it: it is idempotent)."""
+    while True:
+        try:
+            purged = await store.purge_expired()
+            if purged:
+                log.info("responses_purged", count=purged)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("responses_purge_failed", error=type(exc).__name__)
+        await asyncio.sleep(every_s)
 
 
 async def _database_answers(engine: Any) -> bool:

@@ -112,7 +112,10 @@ class ResponseRenderer:
         out = self._close_item("completed")
         self.response["output"].append(item)
         self._item = item
-        return [*out, self._emit("response.output_item.added", **self._where(), item=dict(item))]
+        return [
+            *out,
+            self._emit("response.output_item.added", **self._where(), item=copy.deepcopy(item)),
+        ]
 
     def _where(self) -> Json:
         assert self._item is not None
@@ -143,7 +146,11 @@ class ResponseRenderer:
             part["refusal" if part_type == "refusal" else "text"] = ""
         self._item["content"].append(part)
         self._part = part
-        return [self._emit("response.content_part.added", **self._part_where(), part=dict(part))]
+        return [
+            self._emit(
+                "response.content_part.added", **self._part_where(), part=copy.deepcopy(part)
+            )
+        ]
 
     def _part_where(self) -> Json:
         assert self._item is not None and self._part is not None
@@ -179,7 +186,7 @@ class ResponseRenderer:
             done = self._emit("response.refusal.done", **where, refusal=part["refusal"])
         else:
             done = self._emit("response.reasoning_text.done", **where, text=part["text"])
-        return [done, self._emit("response.content_part.done", **where, part=dict(part))]
+        return [done, self._emit("response.content_part.done", **where, part=copy.deepcopy(part))]
 
     def _tool_piece(
         self, index: int, call_id: str | None, name: str | None, args: str

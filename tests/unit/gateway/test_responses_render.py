@@ -66,6 +66,8 @@ class TestText:
             "response.completed",
         ]
         assert [e["sequence_number"] for e in out] == list(range(len(out)))
+        # Each event shows the state at its own point, not what was appended after it.
+        assert out[2]["item"]["content"] == [] and out[3]["part"]["text"] == ""
         final = Response.model_validate(out[-1]["response"])
         assert final.output_text == "Hello" and final.status == "completed"
         assert final.usage is not None and final.usage.output_tokens == 3
