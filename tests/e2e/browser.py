@@ -57,12 +57,22 @@ new MutationObserver(() => {
 """
 
 
+# Chromium's own retries of a dropped request follow it within milliseconds; the page's next
+# try waits for its backoff, at least 150 ms.
+RETRY_WINDOW_S = 0.1
+
+
 class CuttingProxy:
     """A TCP proxy in front of the gateway. Once armed, it lets the next
     `POST /v1/chat/completions` response through for `after` bytes (headers included), then
     drops that connection: to the browser, the network failed in the middle of the answer.
-    The next `refuse` resume requests (`GET /v1/streams/...`) are dropped too, unanswered, as
-    while the network is still down. Everything else passes untouched."""
+    The next `refuse` resume attempts (`GET /v1/streams/...`) are dropped too, unanswered, as
+    while the network is still down. Everything else passes untouched.
+
+    Chromium re-sends a GET that a reused keep-alive connection dropped before any answer at
+    once on another connection, as often as the page has idle connections (a page that loads
+    one more script has one more): such retries belong to the attempt they repeat, are dropped
+    with it and are not counted, so `refuse` is the number of the page's own tries."""
 
     def __init__(self, target_port: int) -> None:
         self._target_port = target_port
@@ -71,8 +81,9 @@ class CuttingProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.BaseTransport] = set()
+        self._retries_until = 0.0  # loop time until which a resume is a retry of a dropped one
         self.cuts = 0
-        self.refused = 0
+        self.refused = 0  # resume attempts dropped, Chromium's own retries not counted
 
     @property
     def url(self) -> str:
@@ -127,12 +138,21 @@ class CuttingProxy:
             # Browsers send one request at a time per connection: a request starts a read.
             if self._armed is not None and data.startswith(b"POST /v1/chat/completions"):
                 budget[0], self._armed = self._armed, None
-            elif self._refuse and data.startswith(b"GET /v1/streams/"):
-                self._refuse -= 1
-                self.refused += 1
+            elif data.startswith(b"GET /v1/streams/") and self._refuses():
                 return  # torn down by the caller, before the gateway sees the request
             sink.write(data)
             await sink.drain()
+
+    def _refuses(self) -> bool:
+        """Whether to drop this resume request: one of the next `refuse` attempts, or a retry."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._retries_until:
+            if not self._refuse:
+                return False
+            self._refuse -= 1
+            self.refused += 1
+        self._retries_until = now + RETRY_WINDOW_S
+        return True
 
     async def _responses(
         self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, budget: list[int | None]

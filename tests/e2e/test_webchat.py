@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Route, expect
+from playwright.async_api import Browser, BrowserContext, Page, Request, Route, expect
 
 from services.tenants.database import open_store
 from services.tenants.settings import TenantStoreSettings
@@ -357,8 +358,7 @@ class TestConnectionLoss:
             assert (proxy.cuts, proxy.refused) == (1, 2)
         assert await shown_text(page) == await direct(system, [{"role": "user", "content": prompt}])
         statuses = await page.evaluate("window.__statuses")
-        # (Chromium itself retries a GET whose fresh connection drops before any answer, so
-        # the two refusals may cost the page one try or two.)
+        # Two tries dropped (with Chromium's own retries of them), the third one through.
         assert statuses[:2] == [
             "connection lost — reconnecting…",
             "connection lost — reconnecting… (attempt 2)",
@@ -475,6 +475,291 @@ class TestErrors:
         )
         await expect(answer.locator(".answer")).to_have_text("Half an")
         await expect(page.get_by_role("button", name="Regenerate")).to_be_enabled()
+
+
+# Two function tools, offered through the page's "Extra request fields": llmsim calls both.
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                    "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                },
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "search_docs",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+                    "exact": {"type": "boolean"},
+                },
+            },
+        },
+    },
+]
+TOOLS_NOT_RUN = "The model asked to call tools. This page shows the calls but cannot run them."
+# Records, as the answer streams, each text the first tool call's arguments show and each
+# state of the Thinking section: what a test cannot catch between two polls.
+RECORD_PARTS = """
+window.__args = [];
+window.__thinking = [];
+new MutationObserver(() => {
+  const args = document.querySelector("article.assistant .tool-args");
+  if (args && window.__args.at(-1) !== args.textContent) window.__args.push(args.textContent);
+  const t = document.querySelector("article.assistant details.thinking");
+  const state = t && `${t.dataset.state} ${t.open ? "open" : "closed"}`;
+  if (state && window.__thinking.at(-1) !== state) window.__thinking.push(state);
+}).observe(document, { subtree: true, childList: true, characterData: true, attributes: true });
+"""
+
+
+async def set_extra_fields(page: Page, text: str) -> None:
+    """Type `text` into Advanced › Extra request fields (JSON), opening the section first."""
+    box = page.get_by_label("Extra request fields (JSON)")
+    if not await box.is_visible():
+        await page.locator("#advanced > summary").click()
+    await box.fill(text)
+
+
+async def direct_message(
+    system: System, messages: list[dict[str, Any]], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """llmsim's answer to the same request sent directly: its whole (non-stream) message,
+    which joins the pieces its stream sends."""
+    body = {"model": "x", "messages": messages, **extra}
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(f"{system.llmsim_url}/v1/chat/completions", json=body)
+    response.raise_for_status()
+    return response.json()["choices"][0]["message"]  # type: ignore[no-any-return]
+
+
+def chat_posts(page: Page) -> list[dict[str, Any]]:
+    """The bodies of the chat requests the page sends from now on."""
+    bodies: list[dict[str, Any]] = []
+
+    def record(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/v1/chat/completions"):
+            bodies.append(request.post_data_json or {})
+
+    page.on("request", record)
+    return bodies
+
+
+def pretty(arguments: str) -> str:
+    """A call's arguments as the page shows them (JSON.stringify(value, null, 2))."""
+    return json.dumps(json.loads(arguments), indent=2, ensure_ascii=False)
+
+
+class TestToolsReasoningRefusal:
+    async def test_tool_calls_stream_into_collapsed_blocks_and_stay_out_of_the_history(
+        self, system: System, page: Page
+    ):
+        await page.add_init_script(RECORD_PARTS)
+        await open_chat(page, system.gateway_url)
+        posts = chat_posts(page)
+        await set_extra_fields(page, json.dumps({"tools": TOOLS}, indent=2))
+        await expect(page.locator("#extra-active")).to_have_text("extra fields on")
+        prompt = "What is the weather in Oslo, and where are the docs about it?"
+        await ask(page, prompt)
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        user = {"role": "user", "content": prompt}
+        expected = (await direct_message(system, [user], {"tools": TOOLS}))["tool_calls"]
+        assert [c["function"]["name"] for c in expected] == ["get_weather", "search_docs"]
+
+        blocks = answer.locator("details.tool-call")
+        await expect(blocks).to_have_count(2)
+        for block, call in zip(await blocks.all(), expected, strict=True):
+            assert await block.evaluate("d => d.open") is False  # collapsed
+            await expect(block.locator("summary")).to_have_text(
+                f"tool call {call['function']['name']}"
+            )
+            await expect(block).to_have_attribute("data-call-id", call["id"])
+            await expect(block.locator(".tool-args")).to_be_hidden()
+            await expect(block.locator(".tool-args")).to_have_text(
+                pretty(call["function"]["arguments"])
+            )
+        await expect(answer.locator(".answer")).to_be_empty()  # no text: no text bubble
+        await expect(answer.locator(".status")).to_have_text(TOOLS_NOT_RUN)
+
+        # Expanding a block shows its arguments, pretty-printed, as text (never as HTML).
+        first = blocks.first
+        await first.locator("summary").click()
+        args = first.locator(".tool-args")
+        await expect(args).to_be_visible()
+        await expect(args).to_have_text(pretty(expected[0]["function"]["arguments"]))
+        assert await args.evaluate("e => e.children.length") == 0
+        # The arguments grew on screen as their fragments came: raw JSON, longer each time.
+        raw = expected[0]["function"]["arguments"]
+        grown = await page.evaluate("window.__args")
+        assert len(grown) >= 3, grown
+        assert all(raw.startswith(text) for text in grown[:-1]), grown
+        assert grown[-1] == pretty(raw)
+
+        # The next request is valid OpenAI: the answer of calls alone is left out of its
+        # history (the page runs no tools, so it has no tool results to send for them).
+        await ask(page, "Thanks. And tomorrow?")
+        await expect(blocks).to_have_count(2)  # the first answer's blocks stay as they were
+        await expect(page.locator("article.assistant")).to_have_count(2)
+        await expect(last_answer(page)).to_have_attribute(
+            "data-state", "done", timeout=STREAM_WAIT_MS
+        )
+        assert len(posts) == 2
+        assert posts[1]["messages"] == [user, {"role": "user", "content": "Thanks. And tomorrow?"}]
+        assert posts[1]["tools"] == TOOLS and posts[1]["stream"] is True
+        await expect(last_answer(page).locator("details.tool-call")).to_have_count(2)
+
+    async def test_reasoning_streams_into_a_thinking_section_that_folds_when_the_answer_starts(
+        self, system: System, page: Page
+    ):
+        await page.add_init_script(RECORD_PARTS)
+        await open_chat(page, system.gateway_url)
+        extra = {"metadata": {"llmsim_reasoning": "30"}}
+        await set_extra_fields(page, json.dumps(extra))
+        prompt = "Think first: why do partitions matter?"
+        await ask(page, prompt)
+        answer = last_answer(page)
+        thinking = answer.locator("details.thinking")
+        await expect(thinking.locator("summary")).to_have_text(re.compile(r"^Thinking"))
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        expected = await direct_message(system, [{"role": "user", "content": prompt}], extra)
+        assert expected["reasoning_content"] and expected["content"]
+        await expect(thinking.locator(".thinking-text")).to_have_text(expected["reasoning_content"])
+        assert await shown_text(page) == expected["content"]  # the answer text, exactly
+        # Open while the reasoning streamed, folded once the answer began.
+        assert await page.evaluate("window.__thinking") == ["streaming open", "done closed"]
+        await expect(thinking.locator(".thinking-text")).to_be_hidden()
+        await thinking.locator("summary").click()
+        await expect(thinking.locator(".thinking-text")).to_be_visible()
+        usage = answer.locator('[data-fact="tokens"]')
+        await expect(usage).to_have_text(re.compile(rf"\(\d+ in, {ANSWER_TOKENS + 30} out\)"))
+
+    async def test_a_refusal_is_labelled_and_goes_back_as_text(self, system: System, page: Page):
+        await open_chat(page, system.gateway_url)
+        posts = chat_posts(page)
+        extra = {"metadata": {"llmsim_refusal": "true"}}
+        await set_extra_fields(page, json.dumps(extra))
+        prompt = "Please do something you must refuse"
+        await ask(page, prompt)
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        user = {"role": "user", "content": prompt}
+        expected = await direct_message(system, [user], extra)
+        assert expected["content"] is None and expected["refusal"]
+        refusal = answer.get_by_label("Refusal")
+        await expect(refusal.locator(".refusal-label")).to_have_text("Refused")
+        await expect(refusal.locator(".refusal-text")).to_have_text(expected["refusal"])
+        await expect(answer.locator(".answer")).to_be_empty()
+
+        # Without the extra fields the next answer is text again, and the refusal went back
+        # to the model as the assistant turn's content.
+        await set_extra_fields(page, "")
+        await expect(page.locator("#extra-active")).to_be_hidden()
+        await ask(page, "Then something else")
+        await expect(last_answer(page)).to_have_attribute(
+            "data-state", "done", timeout=STREAM_WAIT_MS
+        )
+        history = [
+            user,
+            {"role": "assistant", "content": expected["refusal"]},
+            {"role": "user", "content": "Then something else"},
+        ]
+        assert posts[1]["messages"] == history and "metadata" not in posts[1]
+        assert await shown_text(page) == await direct(system, history)
+        await expect(last_answer(page).locator(".refusal")).to_have_count(0)
+
+    async def test_bad_extra_fields_block_sending_and_keep_the_message(
+        self, system: System, page: Page
+    ):
+        await open_chat(page, system.gateway_url)
+        posts = chat_posts(page)
+        box = page.get_by_label("Message", exact=True)
+        extras = page.get_by_label("Extra request fields (JSON)")
+        error = page.locator("#extra-error")
+        cases: list[tuple[str, str | re.Pattern[str]]] = [
+            ('{"tools": [', re.compile(r"^The extra request fields are not valid JSON \(.+\)\. ")),
+            ('["tools"]', 'The extra request fields must be a JSON object, like {"metadata": {}}.'),
+            (
+                '{"stream": false}',
+                "The extra request fields may not set “stream”: the page sets it",
+            ),
+        ]
+        for text, problem in cases:
+            await set_extra_fields(page, text)
+            await box.fill("A message worth keeping")
+            await box.press("Enter")
+            await expect(error).to_contain_text(problem)
+            await expect(error).to_contain_text("Fix it, or empty the box, to send.")
+            await expect(extras).to_have_attribute("aria-invalid", "true")
+            await expect(extras).to_be_focused()
+            await expect(box).to_have_value("A message worth keeping")
+            await expect(page.locator("#extra-active")).to_be_hidden()
+        await expect(page.locator("article")).to_have_count(0)
+        assert posts == []
+
+        # Fixed, the message goes out with the fields; they outlive a reload of the tab.
+        fixed = '{"metadata": {"llmsim_reasoning": "3"}, "temperature": 0.5}'
+        await extras.fill(fixed)
+        await expect(error).to_be_empty()
+        await expect(extras).to_have_attribute("aria-invalid", "false")
+        await box.press("Enter")
+        await expect(last_answer(page)).to_have_attribute(
+            "data-state", "done", timeout=STREAM_WAIT_MS
+        )
+        assert len(posts) == 1
+        assert posts[0]["metadata"] == {"llmsim_reasoning": "3"} and posts[0]["temperature"] == 0.5
+        await page.reload()
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        await expect(page.get_by_label("Extra request fields (JSON)")).to_have_value(fixed)
+        await expect(page.locator("#extra-active")).to_be_visible()
+
+    async def test_a_resumed_answer_shows_its_reasoning_and_calls_once(
+        self, system: System, page: Page
+    ):
+        cut = {"done": False}
+
+        async def truncate_once(route: Route) -> None:
+            if cut["done"]:
+                await route.continue_()
+                return
+            cut["done"] = True
+            response = await route.fetch()  # the whole stream, then only part of it
+            body = await response.body()
+            await route.fulfill(response=response, body=body[: len(body) // 2])
+
+        await page.route("**/v1/chat/completions", truncate_once)
+        await open_chat(page, system.gateway_url)
+        extra = {"tools": TOOLS, "metadata": {"llmsim_reasoning": "20"}}
+        await set_extra_fields(page, json.dumps(extra))
+        prompt = "Reason, call tools, and survive a cut"
+        await ask(page, prompt)
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        await expect(answer.locator('[data-fact="reconnects"]')).to_have_text("reconnected 1×")
+        expected = await direct_message(system, [{"role": "user", "content": prompt}], extra)
+        await expect(answer.locator(".thinking-text")).to_have_text(expected["reasoning_content"])
+        blocks = answer.locator("details.tool-call")
+        await expect(blocks).to_have_count(2)
+        for block, call in zip(await blocks.all(), expected["tool_calls"], strict=True):
+            await expect(block.locator("summary")).to_have_text(
+                f"tool call {call['function']['name']}"
+            )
+            await expect(block.locator(".tool-args")).to_have_text(
+                pretty(call["function"]["arguments"])
+            )
 
 
 class TestPhoneAndKeyboard:

@@ -1,5 +1,6 @@
 // The web chat's controller: API key, model picker, and the conversation's turns.
 // Streaming and resume live in stream.js, the DOM in view.js.
+import { extraFields } from "./extras.js";
 import { cancelStream, HttpError, streamChat } from "./stream.js";
 import { addAssistantTurn, addUserTurn, clearConversation, describeError } from "./view.js";
 
@@ -23,10 +24,12 @@ const KEY_STORAGE = "tokenbus.apiKey";
 const MODEL_STORAGE = "tokenbus.model";
 const ALIASES = ["auto", "small", "large"];
 const LABELS = { auto: "auto (routed per prompt)", small: "small tier", large: "large tier" };
+const TOOLS_NOT_RUN = "The model asked to call tools. This page shows the calls but cannot run them.";
 
 let apiKey = sessionStorage.getItem(KEY_STORAGE);
 let devMode = false;
-/** The conversation as sent to the API: [{role, content}], the user's and the answers. */
+/** The conversation as sent to the API: [{role, content}], the user's and the answers' texts
+ * (what of an answer the model sees again: see keepInHistory). */
 let history = [];
 /** The answer being streamed, or null. */
 let current = null;
@@ -138,23 +141,30 @@ function send() {
     openKeyDialog(); // the text stays in the composer
     return;
   }
+  const extra = extraFields();
+  if (extra === null) return; // the problem is shown under the box; the text stays
   hideNotice();
   prompt.value = "";
   history.push({ role: "user", content: text });
-  answer({ userTurn: addUserTurn(text), text });
+  answer({ userTurn: addUserTurn(text), text, extra });
 }
 
 function regenerate() {
   if (current) return;
+  const extra = extraFields();
+  if (extra === null) return;
   hideNotice();
   const last = $("conversation").lastElementChild;
   if (last?.classList.contains("assistant")) last.remove();
   if (history.at(-1)?.role === "assistant") history.pop();
-  if (history.length) answer({});
+  if (history.length) answer({ extra });
 }
 
-/** Stream the answer to `history`; `userTurn`/`text` are undone and restored if it fails. */
-async function answer({ userTurn = null, text = null }) {
+/**
+ * Stream the answer to `history`, with the `extra` request fields (from Advanced);
+ * `userTurn`/`text` are undone and restored if it fails.
+ */
+async function answer({ userTurn = null, text = null, extra = {} }) {
   const view = addAssistantTurn();
   const run = {
     view,
@@ -173,6 +183,7 @@ async function answer({ userTurn = null, text = null }) {
   current = run;
   setBusy(true);
   const body = {
+    ...extra, // never one of the page's own fields below (extras.js refuses those)
     model: modelSelect.value,
     messages: history.map(({ role, content }) => ({ role, content })),
     stream: true,
@@ -186,6 +197,7 @@ async function answer({ userTurn = null, text = null }) {
     } else {
       view.end("done");
       if (run.finish === "length") view.setStatus("The answer reached its length limit.");
+      else if (run.finish === "tool_calls") view.setStatus(TOOLS_NOT_RUN);
       else if (run.reconnects) view.setStatus(""); // the facts line keeps the count
     }
   } catch (err) {
@@ -209,12 +221,32 @@ async function answer({ userTurn = null, text = null }) {
     }
   } finally {
     if (!run.discarded) {
-      // A stopped or broken answer stays in the history as far as it got, as shown.
-      if (view.text) history.push({ role: "assistant", content: view.text });
+      keepInHistory(view);
       current = null;
       setBusy(false);
     }
   }
+}
+
+/**
+ * Add what of a finished answer the model should see next to `history`. A stopped or broken
+ * answer goes as far as it got, as shown.
+ *
+ * - Tool calls are left out (the answer's text, if it had any, is kept as a plain assistant
+ *   turn; an answer of calls alone leaves no turn, so two user turns follow each other, which
+ *   OpenAI accepts). OpenAI refuses an assistant turn with `tool_calls` unless a `tool`
+ *   message answers each call id; this page runs no tools, so it has no results to give.
+ *   Made-up placeholder results would keep the request valid but tell the model a tool ran
+ *   and said something, and a stopped call's arguments are cut-off JSON: leaving the calls
+ *   out is valid for any OpenAI-compatible backend and tells the model nothing untrue.
+ * - Reasoning is left out: DeepSeek's API refuses `reasoning_content` in input messages, and
+ *   reasoning models do not expect to see their earlier reasoning again.
+ * - A refusal goes back as the turn's content: `refusal` is an OpenAI-only input field that
+ *   other backends may refuse, while text content is valid everywhere.
+ */
+function keepInHistory(view) {
+  const content = view.text || view.refusalText;
+  if (content) history.push({ role: "assistant", content });
 }
 
 function handlers(run) {
@@ -222,6 +254,22 @@ function handlers(run) {
   const rate = (tokens) => {
     const seconds = (run.tLast - run.tFirst) / 1000;
     return tokens > 1 && seconds > 0 ? (tokens - 1) / seconds : null;
+  };
+  // Any streamed piece counts as a token for the first-token time and the rate: reasoning,
+  // text, refusal or a tool call's fragment (usage's completion_tokens counts them all).
+  const tick = () => {
+    const now = performance.now();
+    if (run.tFirst === null) {
+      run.tFirst = now;
+      view.setFacts({ ttftMs: now - run.t0 });
+    }
+    run.tLast = now;
+    run.deltas += 1;
+    view.setFacts({ rate: rate(run.deltas) });
+  };
+  const shown = (show) => (piece) => {
+    show(piece);
+    tick();
   };
   return {
     response({ requestId, route, model, score, reason }) {
@@ -231,17 +279,10 @@ function handlers(run) {
       view.setFacts({ route, model, score, reason });
       if (run.stopped) halt(run); // Stop was pressed while the request waited for a worker
     },
-    delta(text) {
-      const now = performance.now();
-      if (run.tFirst === null) {
-        run.tFirst = now;
-        view.setFacts({ ttftMs: now - run.t0 });
-      }
-      run.tLast = now;
-      run.deltas += 1;
-      view.append(text);
-      view.setFacts({ rate: rate(run.deltas) });
-    },
+    delta: shown((text) => view.append(text)),
+    reasoning: shown((text) => view.reason(text)),
+    refusal: shown((text) => view.refuse(text)),
+    toolCall: shown((piece) => view.toolCall(piece)),
     model(name) {
       view.setFacts({ model: name });
     },

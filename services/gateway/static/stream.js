@@ -119,9 +119,11 @@ function backoffMs(attempt) {
 
 /**
  * Stream one answer. `on` receives: response({requestId, route, model, score, reason}),
- * delta(text), model(name), finish(reason), usage(usage), connectionLost(attempt, delayMs),
- * reconnected(). Resolves at `[DONE]`; rejects with HttpError (before or on resume),
- * StreamError, a TypeError (gateway unreachable) or the signal's AbortError.
+ * delta(text), reasoning(text), refusal(text), toolCall(piece), model(name), finish(reason),
+ * usage(usage), connectionLost(attempt, delayMs), reconnected(). `piece` is one entry of
+ * OpenAI's streamed `delta.tool_calls`: {index, id?, type?, function: {name?, arguments}}.
+ * Resolves at `[DONE]`; rejects with HttpError (before or on resume), StreamError, a
+ * TypeError (gateway unreachable) or the signal's AbortError.
  */
 export async function streamChat({ body, apiKey, signal, on }) {
   const response = await fetch("/v1/chat/completions", {
@@ -180,7 +182,16 @@ async function consume(response, state, on) {
       on.model?.(chunk.model);
     }
     const choice = chunk.choices?.[0];
-    if (choice?.delta?.content) on.delta?.(choice.delta.content);
+    const delta = choice?.delta ?? {};
+    // Every part of the delta is handed on within this one frame, before its id is recorded
+    // below: the id guard above then keeps a resume from repeating any of them (reasoning
+    // and tool-call fragments are appended like text, so a repeat would show twice).
+    if (typeof delta.reasoning_content === "string" && delta.reasoning_content) {
+      on.reasoning?.(delta.reasoning_content);
+    }
+    if (typeof delta.refusal === "string" && delta.refusal) on.refusal?.(delta.refusal);
+    if (delta.content) on.delta?.(delta.content);
+    if (Array.isArray(delta.tool_calls)) for (const piece of delta.tool_calls) on.toolCall?.(piece);
     if (choice?.finish_reason) on.finish?.(choice.finish_reason);
     if (chunk.usage) on.usage?.(chunk.usage);
     // Only now is the frame shown, so only now may a resume start after it.

@@ -67,18 +67,35 @@ export function addAssistantTurn() {
   return new AnswerView(turn, typing, answer, status, facts);
 }
 
+/**
+ * One streamed answer on screen. Besides its text (Markdown, in `answer`) an answer may have
+ * reasoning (a "Thinking" section above the text), a refusal (in place of the text, labelled)
+ * and tool calls (one collapsed block per call index, below the text). Those parts are
+ * created when their first piece arrives and are plain text (textContent) only.
+ */
 export class AnswerView {
   constructor(turn, typing, answer, status, facts) {
     Object.assign(this, { turn, typing, answer, status, facts });
     this.text = "";
+    this.refusalText = "";
+    this.reasoningText = "";
+    this.calls = new Map(); // call index -> {id, name, arguments, block, nameNode, argsNode}
+    this.textDirty = false;
+    this.dirtyCalls = new Set();
     this.pending = false;
+    this.answering = false; // text, a refusal or a tool call has begun (past the thinking)
     this.values = {};
   }
 
   /** Append streamed text; the Markdown is re-rendered at most once per animation frame. */
   append(text) {
-    this.typing.remove();
+    this.begin();
     this.text += text;
+    this.textDirty = true;
+    this.schedule();
+  }
+
+  schedule() {
     if (this.pending) return;
     this.pending = true;
     requestAnimationFrame(() => this.render());
@@ -86,15 +103,112 @@ export class AnswerView {
 
   render() {
     this.pending = false;
-    this.answer.innerHTML = renderMarkdown(this.text);
+    if (this.textDirty) this.answer.innerHTML = renderMarkdown(this.text);
+    this.textDirty = false;
+    for (const call of this.dirtyCalls) call.argsNode.textContent = prettyArguments(call.arguments);
+    this.dirtyCalls.clear();
     scrollToEnd();
+  }
+
+  /** The answer proper (not its reasoning) has begun. */
+  begin() {
+    this.typing.remove();
+    if (this.answering) return;
+    this.answering = true;
+    // The Thinking section is open while the reasoning streams, so it can be followed, and
+    // folds away once the answer starts: the answer is what the reader came for, and the
+    // reasoning stays one click away. A reader who opened or closed it meanwhile keeps their
+    // choice.
+    if (this.thinking && !this.thinking.touched) this.thinking.details.open = false;
+    if (this.thinking) this.thinking.details.dataset.state = "done";
+  }
+
+  /** Append streamed reasoning (vLLM/DeepSeek `reasoning_content`) to the Thinking section. */
+  reason(text) {
+    this.typing.remove();
+    if (!this.thinking) {
+      const body = el("div", { class: "thinking-text" });
+      const summary = el("summary", {}, el("span", { class: "thinking-label", text: "Thinking" }));
+      const details = el("details", { class: "thinking", open: "", "data-state": "streaming" }, summary, body);
+      const thinking = { details, text: document.createTextNode(""), touched: false };
+      body.append(thinking.text);
+      // A click (or Enter/Space, which click the summary) is the reader's own choice.
+      summary.addEventListener("click", () => (thinking.touched = true));
+      if (this.answering) {
+        details.open = false; // reasoning after the answer began: folded at once
+        details.dataset.state = "done";
+      }
+      this.answer.before(details);
+      this.thinking = thinking;
+    }
+    this.reasoningText += text;
+    this.thinking.text.appendData(text);
+    scrollToEnd();
+  }
+
+  /** Append streamed refusal text: shown where the answer goes, labelled as a refusal. */
+  refuse(text) {
+    this.begin();
+    if (!this.refusal) {
+      this.refusal = document.createTextNode("");
+      const bubble = el(
+        "div",
+        { class: "bubble refusal", role: "group", "aria-label": "Refusal", "aria-live": "polite", "aria-busy": "true" },
+        el("span", { class: "refusal-label", text: "Refused" }),
+        el("span", { class: "refusal-text" }, this.refusal),
+      );
+      this.answer.after(bubble);
+      this.refusalBubble = bubble;
+    }
+    this.refusalText += text;
+    this.refusal.appendData(text);
+    scrollToEnd();
+  }
+
+  /** One piece of a streamed tool call (OpenAI's `delta.tool_calls[i]`). */
+  toolCall(piece) {
+    this.begin();
+    const index = Number.isInteger(piece.index) ? piece.index : 0;
+    let call = this.calls.get(index);
+    if (!call) {
+      const nameNode = el("code", { class: "tool-name" });
+      const argsNode = el("pre", { class: "tool-args" });
+      const summary = el("summary", {}, el("span", { class: "tool-label", text: "tool call" }), " ", nameNode);
+      const block = el("details", { class: "tool-call", "data-index": String(index) }, summary, argsNode);
+      call = { id: null, name: "", arguments: "", block, nameNode, argsNode };
+      this.calls.set(index, call);
+      if (!this.tools) {
+        this.tools = el("div", { class: "tool-calls", role: "group", "aria-label": "Tool calls" });
+        this.status.before(this.tools);
+      }
+      // In index order, whatever order the calls begin in.
+      const next = [...this.tools.children].find((b) => Number(b.dataset.index) > index);
+      this.tools.insertBefore(block, next ?? null);
+    }
+    if (piece.id && !call.id) {
+      call.id = piece.id;
+      call.block.dataset.callId = piece.id;
+    }
+    const fn = piece.function ?? {};
+    if (typeof fn.name === "string" && fn.name) {
+      call.name += fn.name;
+      call.nameNode.textContent = call.name;
+    }
+    if (typeof fn.arguments === "string" && fn.arguments) {
+      call.arguments += fn.arguments;
+      this.dirtyCalls.add(call);
+      this.schedule();
+    }
   }
 
   /** The answer ended (`state`: done, stopped, failed); a final render, and readers notified. */
   end(state) {
     this.typing.remove();
+    this.textDirty = true;
     this.render();
     this.answer.setAttribute("aria-busy", "false");
+    this.refusalBubble?.setAttribute("aria-busy", "false");
+    if (this.thinking) this.thinking.details.dataset.state = "done";
     this.turn.dataset.state = state;
   }
 
@@ -125,6 +239,18 @@ export class AnswerView {
         el("span", { class: "fact", "data-fact": name, text, ...(title ? { title } : {}) }),
       ),
     );
+  }
+}
+
+/**
+ * A call's arguments for reading: pretty-printed once they are whole JSON, as streamed until
+ * then (a half-streamed object does not parse yet), and as sent if the model's JSON is bad.
+ */
+function prettyArguments(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
   }
 }
 
