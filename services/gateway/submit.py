@@ -257,8 +257,11 @@ async def _publish(node: GatewayNode, request: ChatRequested, via: str) -> None:
     )
 
 
-async def watch(node: GatewayNode, caller: Caller, request_id: str) -> EventStream:
-    """`caller`'s request from its first event, on any node; a 404 if there is none."""
+async def watch(
+    node: GatewayNode, caller: Caller, request_id: str, *, found_within_s: float | None = None
+) -> EventStream:
+    """`caller`'s request from its first event, on any node; a 404 if none comes within
+    `found_within_s` (default: `first_event_timeout_s`, as long as a worker may take)."""
     ref = owned(node, caller, request_id)
     settings = node.settings
     sub = Subscription(None, request_id, settings.subscriber_buffer)
@@ -272,7 +275,8 @@ async def watch(node: GatewayNode, caller: Caller, request_id: str) -> EventStre
     )
     reader.start()
     try:
-        if not await reader.wait_found(settings.first_event_timeout_s):
+        within = settings.first_event_timeout_s if found_within_s is None else found_within_s
+        if not await reader.wait_found(within):
             raise stream_not_found(request_id)
     except BaseException:
         await reader.stop()

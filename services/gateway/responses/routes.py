@@ -7,7 +7,7 @@ events are the request's events in Kafka, rendered by `ResponseRenderer`. The SQ
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, overload
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -73,13 +73,10 @@ async def retrieve_response(
     starting_after: AfterQuery = None,
 ) -> JSONResponse | EventSourceResponse:
     record = await _owned(node, caller, rid)
-    events = await _watch(node, caller, record)
     renderer = ResponseRenderer(rid, created_at(record.request_id), record.shell)
     if not stream:
-        async with events:
-            for event in await events.so_far():
-                renderer.render(event)
-            return JSONResponse(renderer.snapshot())
+        return JSONResponse(await _now(node, caller, record, renderer))
+    events = await _watch(node, caller, record)
     after = -1 if starting_after is None else starting_after
     return EventSourceResponse(_frames(events, renderer, after=after), sep="\n", ping=15)
 
@@ -87,15 +84,32 @@ async def retrieve_response(
 @router.post("/v1/responses/{rid}/cancel", response_model=None)
 async def cancel_response(rid: str, caller: CallerDep, node: NodeDep) -> JSONResponse:
     record = await _owned(node, caller, rid)
-    events = await _watch(node, caller, record)
     renderer = ResponseRenderer(rid, created_at(record.request_id), record.shell)
+    now = await _now(node, caller, record, renderer)
+    if renderer.done:  # a second cancel just returns the final object
+        return JSONResponse(now)
+    # Still queued or running: a worker that has it stops it; one that takes it later answers
+    # it as cancelled at once (workers keep early cancels).
+    await cancel(node, caller, record.request_id)
+    final = ResponseRenderer(rid, created_at(record.request_id), record.shell)
+    events = await _watch(node, caller, record)  # the whole log again, to its end
+    async with events:
+        await _follow(events, final)
+    return JSONResponse(final.snapshot())
+
+
+async def _now(
+    node: GatewayNode, caller: Caller, record: StoredResponse, renderer: ResponseRenderer
+) -> Json:
+    """The response as its events in the log say now; still `queued` when no worker has
+    taken it yet (no waiting for one)."""
+    events = await _watch(node, caller, record, found_within_s=_PEEK_S)
+    if events is None:
+        return renderer.snapshot()
     async with events:
         for event in await events.so_far():
             renderer.render(event)
-        if not renderer.done:  # a second cancel just returns the final object
-            await cancel(node, caller, record.request_id)
-            await _follow(events, renderer)
-    return JSONResponse(renderer.snapshot())
+    return renderer.snapshot()
 
 
 @router.delete("/v1/responses/{rid}")
@@ -146,13 +160,36 @@ async def _owned(node: GatewayNode, caller: Caller, rid: str) -> StoredResponse:
     return record
 
 
-async def _watch(node: GatewayNode, caller: Caller, record: StoredResponse) -> EventStream:
+_PEEK_S = 1.0  # how long a snapshot looks for the first event of a response just created
+
+
+@overload
+async def _watch(node: GatewayNode, caller: Caller, record: StoredResponse) -> EventStream: ...
+
+
+@overload
+async def _watch(
+    node: GatewayNode, caller: Caller, record: StoredResponse, *, found_within_s: float
+) -> EventStream | None: ...
+
+
+async def _watch(
+    node: GatewayNode,
+    caller: Caller,
+    record: StoredResponse,
+    *,
+    found_within_s: float | None = None,
+) -> EventStream | None:
+    """The response's events from the log; None for a peek at one not started yet."""
     try:
-        events = await watch(node, caller, record.request_id)
+        events = await watch(node, caller, record.request_id, found_within_s=found_within_s)
     except OpenAIError as exc:
         if exc.status != 404:
             raise
-        raise _no_events(record) from exc
+        error = _no_events(record)
+        if found_within_s is not None and error.status == 409:
+            return None
+        raise error from exc
     events.keep_running()  # reading a response never cancels it
     return events
 

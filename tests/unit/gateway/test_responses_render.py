@@ -217,3 +217,37 @@ class TestRequestMapping:
         with pytest.raises(OpenAIError) as raised:
             to_chat(_req(**fields))
         assert (raised.value.status, raised.value.param) == (400, param)
+
+
+class TestRetention:
+    def _stored(self, age_ms: int) -> Any:
+        from datetime import UTC, datetime
+
+        from contracts import new_request_id, response_id
+        from services.gateway.responses.store import StoredResponse
+
+        now = datetime.now(UTC)
+        created = int(now.timestamp() * 1000) - age_ms
+        request_id = new_request_id(0, created, "t", b"secret")
+        return StoredResponse(
+            id=response_id(request_id),
+            tenant="t",
+            request_id=request_id,
+            created_at=now,
+            expires_at=now,
+            background=True,
+            shell={},
+            input_items=[],
+        )
+
+    def test_a_response_whose_events_are_gone_is_a_clear_410(self) -> None:
+        from services.gateway.responses.routes import _no_events
+
+        err = _no_events(self._stored(age_ms=2 * 86_400_000))
+        assert (err.status, err.code) == (410, "response_expired")
+
+    def test_a_response_not_taken_yet_is_a_409_to_retry(self) -> None:
+        from services.gateway.responses.routes import _no_events
+
+        err = _no_events(self._stored(age_ms=1_000))
+        assert (err.status, err.code) == (409, "response_not_started")
