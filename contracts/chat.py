@@ -41,6 +41,9 @@ class ChatRequested(Event):
     api: Literal["chat", "responses"] = Field(
         default="chat", description="The HTTP API that asked: chat completions or Responses"
     )
+    summarised_turns: int = Field(
+        default=0, ge=0, description="Conversation turns folded into a summary for this request"
+    )
     deadline: AwareDatetime | None = Field(
         default=None, description="Give up (failed: deadline_exceeded) after this time"
     )

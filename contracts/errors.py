@@ -47,6 +47,7 @@ class EdgeCode(StrEnum):
     STREAM_NOT_FOUND = "stream_not_found"
     RESPONSE_NOT_STARTED = "response_not_started"
     RESPONSE_EXPIRED = "response_expired"
+    CONVERSATION_BUSY = "conversation_busy"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     INSUFFICIENT_QUOTA = "insufficient_quota"

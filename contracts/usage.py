@@ -31,6 +31,9 @@ class UsageRecorded(Event):
     api: Literal["chat", "responses"] = Field(
         default="chat", description="The HTTP API that asked: chat completions or Responses"
     )
+    summarised_turns: int = Field(
+        default=0, ge=0, description="Conversation turns folded into a summary for this request"
+    )
     route: str = Field(description="How the tier was chosen: explicit | score")
     route_score: float | None = Field(default=None, description="Complexity score, for `auto`")
     route_features: tuple[str, ...] = Field(default=(), description="Top features of the score")

@@ -70,6 +70,11 @@ class ModelsConfig(BaseModel):
         default_factory=lambda: {"small": "large", "large": "small"},
         description="Tier to try when every backend of a tier failed before the first token",
     )
+    context_budgets: dict[str, int] = Field(
+        default_factory=dict,
+        description="Context budget in tokens per tier, for conversations (default: the "
+        "gateway's context_budget_tokens)",
+    )
     route_threshold: float | None = Field(
         default=None, description="Complexity score above which `auto` goes to large"
     )

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -23,6 +24,9 @@ from services.common.openai_errors import install_error_handlers
 from services.fanout import Hub, ReplyReader
 from services.gateway.body_limit import DeclaredBodyLimit, counted_body_too_large
 from services.gateway.callers import Authenticator
+from services.gateway.conversations import routes as conversations_routes
+from services.gateway.conversations.sealing import Sealer
+from services.gateway.conversations.store import ConversationStore
 from services.gateway.node import GatewayNode
 from services.gateway.publish import RequestPublisher
 from services.gateway.responses import routes as responses_routes
@@ -64,6 +68,9 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     # The shared SQL: keys and limits (keys mode) and the Responses API index (always).
     engine = make_engine(settings.database_url)
     responses = ResponseStore(engine)
+    conversations = ConversationStore(
+        engine, Sealer.from_keyring(settings.conversation_keys.get_secret_value())
+    )
     node = GatewayNode(
         settings,
         hub,
@@ -82,6 +89,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         if keys
         else None,
         responses=responses,
+        conversations=conversations,
     )
     Gauge(
         "tokenbus_gateway_watched_requests",
@@ -106,7 +114,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         await broker.start()
         await reader.start()
         renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
-        purging = asyncio.create_task(_purge_responses(responses))
+        purging = asyncio.create_task(_purge(responses, conversations, settings))
         log.info(
             "gateway_started",
             partitions=reader.partitions,
@@ -152,6 +160,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     app.include_router(models.router)
     app.include_router(streams.router)
     app.include_router(responses_routes.router)
+    app.include_router(conversations_routes.router)
     app.include_router(ws.router)
     mount_webchat(app)  # the chat page at `/`
     return app
@@ -201,15 +210,23 @@ async def _renew_leases(limiter: RateLimiter) -> None:
             log.warning("lease_renewal_failed", error=type(exc).__name__)
 
 
-async def _purge_responses(store: ResponseStore, every_s: float = 600.0) -> None:
-    """Expired and deleted responses leave the index (every node may do it: it is idempotent)."""
+async def _purge(
+    responses: ResponseStore,
+    conversations: ConversationStore,
+    settings: GatewaySettings,
+    every_s: float = 600.0,
+) -> None:
+    """Expired and deleted responses, and idle conversations, leave the database (every node
+    may do it: it is idempotent)."""
     while True:
+        idle = timedelta(days=settings.conversation_retention_days)
         try:
-            purged = await store.purge_expired()
-            if purged:
-                log.info("responses_purged", count=purged)
+            purged = await responses.purge_expired()
+            idle_purged = await conversations.purge_idle(datetime.now(UTC) - idle)
+            if purged or idle_purged:
+                log.info("purged", responses=purged, conversations=idle_purged)
         except (SQLAlchemyError, OSError) as exc:
-            log.warning("responses_purge_failed", error=type(exc).__name__)
+            log.warning("purge_failed", error=type(exc).__name__)
         await asyncio.sleep(every_s)
 
 

@@ -16,6 +16,7 @@ from contracts import new_request_id, request_belongs
 from services.common.models import ModelsConfig
 from services.fanout import Hub, ReplyReader
 from services.gateway.callers import Authenticator
+from services.gateway.conversations.store import ConversationStore
 from services.gateway.publish import RequestPublisher
 from services.gateway.responses.store import ResponseStore
 from services.gateway.settings import GatewaySettings
@@ -35,6 +36,7 @@ class GatewayNode:
     limiter: RateLimiter | None = None  # None: open mode, nothing is limited
     slow_consumer_drops: Counter | None = None
     responses: ResponseStore | None = None  # the Responses API index (None: no database)
+    conversations: ConversationStore | None = None  # server-side memory (None: no database)
     _next_partition: Iterator[int] = field(init=False)
     _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 

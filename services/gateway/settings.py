@@ -9,6 +9,7 @@ from services.common.settings import (
     ModelsSettings,
     TelemetrySettings,
 )
+from services.gateway.conversations.sealing import DEV_KEYRING, Sealer
 from services.gateway.limits import InputLimits
 from services.tenants.settings import PLACEHOLDER_ID_SECRET, TenantStoreSettings
 
@@ -43,6 +44,13 @@ class GatewaySettings(
         default=SecretStr(PLACEHOLDER_ID_SECRET),
         description="Secret of the tenant tag in request ids; the same on every gateway node",
         examples=["<32+ random bytes, e.g. `openssl rand -base64 32`>"],
+    )
+    conversation_keys: SecretStr = Field(
+        default=SecretStr(DEV_KEYRING),
+        description="AES-256-GCM keyring that seals conversation text at rest: "
+        "`kid:<base64 32 bytes>,...`; the first seals, every one opens (add a new key first "
+        "to rotate, drop an old one once nothing sealed with it is kept)",
+        examples=["k2026:<base64 of 32 random bytes>,k2025:<...>"],
     )
     key_cache_s: float = Field(
         default=5.0,
@@ -81,6 +89,21 @@ class GatewaySettings(
         description="How long a stored Responses API response can be retrieved and resumed "
         "(no longer than llm.tokens keeps its events)",
     )
+    context_budget_tokens: int = Field(
+        default=8192,
+        ge=256,
+        description="A conversation's context budget in tokens, for tiers the tiers file "
+        "gives none (context_budgets): older turns beyond it are folded into a summary",
+    )
+    conversation_lease_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Longest a request holds its conversation (a second request meanwhile is a "
+        "409); a node that dies frees it by then",
+    )
+    conversation_retention_days: float = Field(
+        default=30.0, gt=0, description="Conversations idle this long are deleted"
+    )
     first_event_timeout_s: float = Field(
         default=60.0, gt=0, description="Give up (503) if no worker takes the request by then"
     )
@@ -97,6 +120,17 @@ class GatewaySettings(
         default=20.0, gt=0, description="Send a WebSocket `heartbeat` after this long idle"
     )
 
+    @field_validator("conversation_keys", mode="before")
+    @classmethod
+    def _empty_keyring_is_unset(cls, value: object) -> object:
+        return DEV_KEYRING if value == "" else value
+
+    @field_validator("conversation_keys")
+    @classmethod
+    def _keyring_is_valid(cls, value: SecretStr) -> SecretStr:
+        Sealer.from_keyring(value.get_secret_value())  # fail fast, with its own message
+        return value
+
     @field_validator("id_secret", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
@@ -106,4 +140,9 @@ class GatewaySettings(
         """Secrets still at their placeholder (a keys-mode node refuses to start with any,
         outside development)."""
         placeholder = self.id_secret.get_secret_value() == PLACEHOLDER_ID_SECRET
-        return [*super().insecure_secrets(), *(["id_secret"] if placeholder else [])]
+        dev_keys = self.conversation_keys.get_secret_value() == DEV_KEYRING
+        return [
+            *super().insecure_secrets(),
+            *(["id_secret"] if placeholder else []),
+            *(["conversation_keys"] if dev_keys else []),
+        ]

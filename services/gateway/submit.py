@@ -204,6 +204,7 @@ async def submit(
     deadline_s: float | None = None,
     via: str = "http",
     api: Literal["chat", "responses"] = "chat",
+    summarised_turns: int = 0,
 ) -> tuple[EventStream, dict[str, str]]:
     """Check, admit and publish a chat request; its event stream and rate-limit headers.
 
@@ -224,6 +225,7 @@ async def submit(
         reply_partition=partition,
         deadline=utcnow() + timedelta(seconds=deadline_s) if deadline_s else None,
         api=api,
+        summarised_turns=summarised_turns,
     )
     with bind_request(request_id=request_id):
         try:

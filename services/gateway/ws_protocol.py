@@ -5,7 +5,7 @@ validated message or a `WsError` to send back; the frame builders render what th
 """
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -51,6 +51,7 @@ class AuthMessage(_Message):
 class _WithBody(_Message):
     """A request body, sent flat next to `type` and `id`."""
 
+    own_fields: ClassVar[frozenset[str]] = frozenset()
     deadline_s: float | None = Field(default=None, ge=1, le=86_400)
 
     @model_validator(mode="before")
@@ -58,14 +59,17 @@ class _WithBody(_Message):
     def _split_body(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        body = {k: v for k, v in data.items() if k not in _ENVELOPE and k not in _IGNORED}
-        return {**{k: v for k, v in data.items() if k in _ENVELOPE}, "body": body}
+        envelope = _ENVELOPE | cls.own_fields
+        body = {k: v for k, v in data.items() if k not in envelope and k not in _IGNORED}
+        return {**{k: v for k, v in data.items() if k in envelope}, "body": body}
 
 
 class ChatMessage(_WithBody):
-    """The chat-completions body."""
+    """The chat-completions body; `conversation` keeps the chat in a conversation."""
 
+    own_fields: ClassVar[frozenset[str]] = frozenset({"conversation"})
     type: Literal["chat"]
+    conversation: Annotated[StrictStr, Field(min_length=1, max_length=128)] | None = None
     body: ChatCompletionRequest
 
 

@@ -22,6 +22,7 @@ from services.common.openai_errors import OpenAIError
 from services.gateway import ws_protocol as wire
 from services.gateway.auth import store_unavailable, unauthorized
 from services.gateway.callers import Caller
+from services.gateway.conversations.memory import submit_chat
 from services.gateway.node import GatewayNode
 from services.gateway.responses.create import Created, create
 from services.gateway.submit import (
@@ -29,7 +30,6 @@ from services.gateway.submit import (
     StreamStalled,
     SubscriberDropped,
     cancel,
-    submit,
     watch,
 )
 from services.gateway.ws_protocol import (
@@ -168,8 +168,14 @@ class Session:
         """The HTTP API's submit path: the same input and rate limits, and a refusal is an
         `error` frame, never a close."""
         try:
-            stream, _ = await submit(
-                self._node, caller, msg.body, stream=True, deadline_s=msg.deadline_s, via="ws"
+            stream, _ = await submit_chat(
+                self._node,
+                caller,
+                msg.body,
+                msg.conversation,
+                stream=True,
+                deadline_s=msg.deadline_s,
+                via="ws",
             )
         except OpenAIError as exc:
             await self._send(wire.from_error(exc, msg.id))

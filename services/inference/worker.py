@@ -272,6 +272,7 @@ def _usage_record(
         attempt=attempt,
         tenant_id=request.tenant_id,
         api=request.api,
+        summarised_turns=request.summarised_turns,
         route=route.reason,
         route_score=route.score,
         route_features=route.features,

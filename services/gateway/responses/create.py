@@ -7,13 +7,22 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka.errors import KafkaError
 
-from contracts import EdgeCode, parse_request_id, response_id
-from services.common.openai_errors import OpenAIError
+from contracts import response_id
 from services.gateway.callers import Caller
+from services.gateway.conversations import memory
 from services.gateway.node import GatewayNode
+from services.gateway.responses import chain
 from services.gateway.responses.events import ResponseRenderer
-from services.gateway.responses.store import ResponseStore, StoredResponse
-from services.gateway.responses.wire import ResponsesRequest, input_items, shell, to_chat
+from services.gateway.responses.lookup import created_at, responses_store
+from services.gateway.responses.store import StoredResponse
+from services.gateway.responses.wire import (
+    ResponsesRequest,
+    conversation_id,
+    input_items,
+    input_messages,
+    shell,
+    to_chat,
+)
 from services.gateway.submit import EventStream, submit
 
 
@@ -36,13 +45,52 @@ async def create(
     deadline_s: float | None = None,
     via: str = "http",
 ) -> Created:
-    """Check, admit, publish and index a response; bad input is a 400 and queues nothing."""
-    chat = to_chat(body)
+    """Check, admit, publish and index a response; bad input is a 400 and queues nothing.
+
+    With a `conversation`, its history comes first and the turn is appended when the answer
+    ends; with `previous_response_id`, the chain of earlier responses does (their
+    `instructions` stay behind, as OpenAI's rule is)."""
+    to_chat(body)  # every refusal of bad input before any state is touched
     store = responses_store(node) if body.store else None
-    stream, rate_headers = await submit(
-        node, caller, chat, stream=True, deadline_s=deadline_s, via=via, api="responses"
-    )
+    turn, history = None, []
+    conv_id = conversation_id(body)
+    if conv_id is not None:
+        turn = await memory.begin(
+            node,
+            caller,
+            memory.conversations_of(node),
+            conv_id,
+            input_messages(body.input),
+            model=body.model,
+            output_tokens=body.max_output_tokens or node.settings.default_output_tokens,
+            truncate=body.truncation != "disabled",
+        )
+        history = turn.messages
+    elif body.previous_response_id is not None:
+        history = await chain.history(node, caller, body.previous_response_id)
+    try:
+        stream, rate_headers = await submit(
+            node,
+            caller,
+            to_chat(body, history),
+            stream=True,
+            deadline_s=deadline_s,
+            via=via,
+            api="responses",
+            summarised_turns=turn.summarised_turns if turn else 0,
+        )
+    except BaseException:
+        if turn is not None:
+            await memory.conversations_of(node).release(turn.conversation.id, turn.lease)
+        raise
     rid = response_id(stream.request_id)
+    if turn is not None:
+        sent = input_items(body.input)
+        node.fire(
+            memory.finish(
+                node, caller, memory.conversations_of(node), turn, stream.request_id, sent
+            )
+        )
     try:
         if store is not None:
             await store.add(_record(node, caller, rid, stream.request_id, body))
@@ -57,20 +105,6 @@ async def create(
         stream.keep_running()  # it runs without a client; only a cancel stops it
     renderer = ResponseRenderer(rid, created_at(stream.request_id), shell(body))
     return Created(stream, renderer, rate_headers)
-
-
-def responses_store(node: GatewayNode) -> ResponseStore:
-    if node.responses is None:
-        raise OpenAIError(
-            503, "Responses cannot be stored here (no database).", code=EdgeCode.SERVICE_UNAVAILABLE
-        )
-    return node.responses
-
-
-def created_at(request_id: str) -> int:
-    ref = parse_request_id(request_id)
-    assert ref is not None
-    return ref.created_ms // 1000
 
 
 def _record(

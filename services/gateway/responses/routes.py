@@ -7,7 +7,7 @@ events are the request's events in Kafka, rendered by `ResponseRenderer`. The SQ
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, overload
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -17,18 +17,24 @@ from contracts import (
     EdgeCode,
     ErrorCode,
     StreamEvent,
-    parse_request_id,
-    request_of_response,
 )
 from services.common.openai_errors import OpenAIError
-from services.gateway.auth import Caller, CallerDep
-from services.gateway.node import GatewayNode, NodeDep
-from services.gateway.responses.create import create, created_at, responses_store
+from services.gateway.auth import CallerDep
+from services.gateway.node import NodeDep
+from services.gateway.responses.create import create
 from services.gateway.responses.events import ResponseRenderer
-from services.gateway.responses.store import StoredResponse
+from services.gateway.responses.lookup import (
+    created_at,
+    not_found,
+    owned,
+    request_of,
+    responses_store,
+    snapshot_now,
+    watch_log,
+)
 from services.gateway.responses.wire import ResponsesRequest
 from services.gateway.routes.chat import DeadlineHeader
-from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped, cancel, watch
+from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped, cancel
 
 router = APIRouter()
 Json = dict[str, Any]
@@ -72,51 +78,37 @@ async def retrieve_response(
     stream: StreamQuery = False,
     starting_after: AfterQuery = None,
 ) -> JSONResponse | EventSourceResponse:
-    record = await _owned(node, caller, rid)
+    record = await owned(node, caller, rid)
     renderer = ResponseRenderer(rid, created_at(record.request_id), record.shell)
     if not stream:
-        return JSONResponse(await _now(node, caller, record, renderer))
-    events = await _watch(node, caller, record)
+        return JSONResponse(await snapshot_now(node, caller, record, renderer))
+    events = await watch_log(node, caller, record)
     after = -1 if starting_after is None else starting_after
     return EventSourceResponse(_frames(events, renderer, after=after), sep="\n", ping=15)
 
 
 @router.post("/v1/responses/{rid}/cancel", response_model=None)
 async def cancel_response(rid: str, caller: CallerDep, node: NodeDep) -> JSONResponse:
-    record = await _owned(node, caller, rid)
+    record = await owned(node, caller, rid)
     renderer = ResponseRenderer(rid, created_at(record.request_id), record.shell)
-    now = await _now(node, caller, record, renderer)
+    current = await snapshot_now(node, caller, record, renderer)
     if renderer.done:  # a second cancel just returns the final object
-        return JSONResponse(now)
+        return JSONResponse(current)
     # Still queued or running: a worker that has it stops it; one that takes it later answers
     # it as cancelled at once (workers keep early cancels).
     await cancel(node, caller, record.request_id)
     final = ResponseRenderer(rid, created_at(record.request_id), record.shell)
-    events = await _watch(node, caller, record)  # the whole log again, to its end
+    events = await watch_log(node, caller, record)  # the whole log again, to its end
     async with events:
         await _follow(events, final)
     return JSONResponse(final.snapshot())
 
 
-async def _now(
-    node: GatewayNode, caller: Caller, record: StoredResponse, renderer: ResponseRenderer
-) -> Json:
-    """The response as its events in the log say now; still `queued` when no worker has
-    taken it yet (no waiting for one)."""
-    events = await _watch(node, caller, record, found_within_s=_PEEK_S)
-    if events is None:
-        return renderer.snapshot()
-    async with events:
-        for event in await events.so_far():
-            renderer.render(event)
-    return renderer.snapshot()
-
-
 @router.delete("/v1/responses/{rid}")
 async def delete_response(rid: str, caller: CallerDep, node: NodeDep) -> Json:
-    _request_id(node, caller, rid)
+    request_of(node, caller, rid)
     if not await responses_store(node).delete(rid, caller.tenant):
-        raise _not_found(rid)
+        raise not_found(rid)
     return {"id": rid, "object": "response.deleted", "deleted": True}
 
 
@@ -129,7 +121,7 @@ async def list_input_items(
     order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     after: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Json:
-    items = list((await _owned(node, caller, rid)).input_items)
+    items = list((await owned(node, caller, rid)).input_items)
     if order == "desc":
         items.reverse()
     ids = [item["id"] for item in items]
@@ -142,80 +134,6 @@ async def list_input_items(
         "last_id": page[-1]["id"] if page else None,
         "has_more": start + limit < len(items),
     }
-
-
-def _request_id(node: GatewayNode, caller: Caller, rid: str) -> str:
-    request_id = request_of_response(rid)
-    if request_id is None or not node.owns(request_id, caller.tenant):
-        raise _not_found(rid)
-    return request_id
-
-
-async def _owned(node: GatewayNode, caller: Caller, rid: str) -> StoredResponse:
-    """The stored response if it is `caller`'s: else 404, exactly as for one that never was."""
-    _request_id(node, caller, rid)
-    record = await responses_store(node).get(rid, caller.tenant)
-    if record is None:
-        raise _not_found(rid)
-    return record
-
-
-_PEEK_S = 1.0  # how long a snapshot looks for the first event of a response just created
-
-
-@overload
-async def _watch(node: GatewayNode, caller: Caller, record: StoredResponse) -> EventStream: ...
-
-
-@overload
-async def _watch(
-    node: GatewayNode, caller: Caller, record: StoredResponse, *, found_within_s: float
-) -> EventStream | None: ...
-
-
-async def _watch(
-    node: GatewayNode,
-    caller: Caller,
-    record: StoredResponse,
-    *,
-    found_within_s: float | None = None,
-) -> EventStream | None:
-    """The response's events from the log; None for a peek at one not started yet."""
-    try:
-        events = await watch(node, caller, record.request_id, found_within_s=found_within_s)
-    except OpenAIError as exc:
-        if exc.status != 404:
-            raise
-        error = _no_events(record)
-        if found_within_s is not None and error.status == 409:
-            return None
-        raise error from exc
-    events.keep_running()  # reading a response never cancels it
-    return events
-
-
-def _no_events(record: StoredResponse) -> OpenAIError:
-    """No event in the log: not taken by a worker yet, or its events are gone."""
-    ref = parse_request_id(record.request_id)
-    if ref is not None and ref.age_ms() < 3_600_000:
-        return OpenAIError(
-            409,
-            f"Response '{record.id}' has not started yet; retry shortly.",
-            param="response_id",
-            code=EdgeCode.RESPONSE_NOT_STARTED,
-        )
-    return OpenAIError(
-        410,
-        f"The events of response '{record.id}' are no longer retained.",
-        param="response_id",
-        code=EdgeCode.RESPONSE_EXPIRED,
-    )
-
-
-def _not_found(rid: str) -> OpenAIError:
-    return OpenAIError(
-        404, f"No response with id '{rid}'.", param="response_id", code=EdgeCode.NOT_FOUND
-    )
 
 
 async def _follow(stream: EventStream, renderer: ResponseRenderer) -> None:

@@ -2,6 +2,7 @@
 equivalent chat-completions request would send it."""
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictStr
@@ -58,8 +59,6 @@ def refuse_unsupported(req: ResponsesRequest) -> None:
         raise bad("Use either 'conversation' or 'previous_response_id', not both.", "conversation")
     unsupported = {
         "reasoning": "reasoning settings are not supported by this deployment's backends",
-        "previous_response_id": "server-side conversation state is not available yet",
-        "conversation": "server-side conversation state is not available yet",
         "prompt": "stored prompt templates are not supported",
         "max_tool_calls": "a tool-call budget is not supported",
     }
@@ -71,13 +70,22 @@ def refuse_unsupported(req: ResponsesRequest) -> None:
             raise bad(f"include value {value!r} is not supported.", f"include.{i}")
 
 
-def to_chat(req: ResponsesRequest) -> ChatCompletionRequest:
-    """The equivalent chat request: instructions as a leading system message, items as
-    messages, Responses fields as their chat-completions names."""
+def conversation_id(req: ResponsesRequest) -> str | None:
+    conv = req.conversation
+    if isinstance(conv, dict):
+        if not isinstance(conv.get("id"), str):
+            raise bad("A conversation object needs its 'id'.", "conversation.id")
+        return str(conv["id"])
+    return conv
+
+
+def to_chat(req: ResponsesRequest, history: Sequence[Item] = ()) -> ChatCompletionRequest:
+    """The equivalent chat request: instructions as a leading system message, then the
+    `history` (a conversation's, or a chain of earlier responses), then the input items as
+    messages; Responses fields under their chat-completions names."""
     refuse_unsupported(req)
-    messages = ([{"role": "system", "content": req.instructions}] if req.instructions else []) + (
-        input_messages(req.input)
-    )
+    instructions = [{"role": "system", "content": req.instructions}] if req.instructions else []
+    messages = [*instructions, *history, *input_messages(req.input)]
     if not messages:
         raise bad("The input holds no message.", "input")
     body: dict[str, Any] = {"model": req.model, "messages": messages, "stream": True}
@@ -256,5 +264,7 @@ def shell(req: ResponsesRequest) -> dict[str, Any]:
         "user": req.user,
         "store": req.store,
         "background": req.background,
+        "previous_response_id": req.previous_response_id,
+        "conversation": {"id": conversation_id(req)} if req.conversation is not None else None,
         "top_logprobs": req.top_logprobs,
     }

@@ -11,12 +11,22 @@ from services.common.logging import bind_request
 from services.common.openai_errors import OpenAIError, error_for_code
 from services.gateway.answer import Answer
 from services.gateway.auth import CallerDep
+from services.gateway.conversations.memory import submit_chat
 from services.gateway.node import NodeDep
 from services.gateway.openai_wire import ChatCompletionRequest, header_value
 from services.gateway.sse import FrameRenderer, sse_frames
-from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped, submit
+from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped
 
 router = APIRouter()
+ConversationHeader = Annotated[
+    str | None,
+    Header(
+        alias="x-tokenbus-conversation-id",
+        max_length=128,
+        description="Keep the chat in this conversation (POST /v1/conversations): its history "
+        "goes first, and the new messages and the answer are appended",
+    ),
+]
 DeadlineHeader = Annotated[
     float | None,
     Header(
@@ -35,9 +45,10 @@ async def chat_completions(
     caller: CallerDep,
     node: NodeDep,
     deadline_s: DeadlineHeader = None,
+    conversation: ConversationHeader = None,
 ) -> EventSourceResponse | JSONResponse:
-    stream, rate_headers = await submit(
-        node, caller, body, stream=body.stream, deadline_s=deadline_s
+    stream, rate_headers = await submit_chat(
+        node, caller, body, conversation, stream=body.stream, deadline_s=deadline_s
     )
     request_id = stream.request_id
     with bind_request(request_id=request_id):

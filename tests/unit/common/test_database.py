@@ -14,6 +14,9 @@ from sqlalchemy.engine import Connection
 
 from services.analytics.store import MIGRATION_BRANCH, UsageStore, metadata, row_of, usage
 from services.common.database import MIGRATIONS, alembic_config, make_engine, migrate
+from services.gateway.conversations.sealing import DEV_KEYRING, Sealer
+from services.gateway.conversations.store import ConversationStore
+from services.gateway.conversations.store import metadata as conversations_metadata
 from services.gateway.responses.store import ResponseStore, StoredResponse
 from services.gateway.responses.store import metadata as responses_metadata
 from services.tenants.schema import metadata as tenants_metadata
@@ -30,7 +33,7 @@ async def test_heads_match_the_table_definitions(database_url: str) -> None:
         diff = await conn.run_sync(
             lambda sync: compare_metadata(
                 MigrationContext.configure(sync, opts={"compare_server_default": True}),
-                [metadata, tenants_metadata, responses_metadata],
+                [metadata, tenants_metadata, responses_metadata, conversations_metadata],
             )
         )
         tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
@@ -43,6 +46,8 @@ async def test_heads_match_the_table_definitions(database_url: str) -> None:
         "rate_counters",
         "stream_leases",
         "responses",
+        "conversations",
+        "conversation_items",
         "alembic_version",
     }
 
@@ -59,6 +64,8 @@ async def test_migrating_twice_keeps_data_and_a_rebuild_empties_only_usage(
         "resp_1", "acme", "chatcmpl-1", NOW, NOW + timedelta(hours=1), False, {"m": 1}, []
     )
     await ResponseStore(engine).add(stored)
+    conversations = ConversationStore(engine, Sealer.from_keyring(DEV_KEYRING))
+    conversation, _ = await conversations.create("acme", {}, [{"type": "message"}])
     await migrate(engine)
     assert await store.count() == 3
     await migrate(engine, rebuild_branch=MIGRATION_BRANCH)
@@ -66,6 +73,7 @@ async def test_migrating_twice_keeps_data_and_a_rebuild_empties_only_usage(
     principal = await tenants.principal(key)  # keys cannot be rebuilt from Kafka: they stay
     assert principal is not None and principal.tenant == "acme"
     assert await ResponseStore(engine).get("resp_1", "acme") == stored  # nor responses
+    assert await conversations.get(conversation.id, "acme") == conversation  # nor conversations
     await engine.dispose()
 
 
@@ -108,3 +116,4 @@ def test_the_migrations_ship_inside_the_package() -> None:
     assert list((MIGRATIONS / "versions").glob("0002_*.py"))
     assert list((MIGRATIONS / "versions").glob("0003_*.py"))
     assert list((MIGRATIONS / "versions").glob("0004_*.py"))
+    assert list((MIGRATIONS / "versions").glob("0005_*.py"))

@@ -241,13 +241,13 @@ class TestRetention:
         )
 
     def test_a_response_whose_events_are_gone_is_a_clear_410(self) -> None:
-        from services.gateway.responses.routes import _no_events
+        from services.gateway.responses.lookup import no_events as _no_events
 
         err = _no_events(self._stored(age_ms=2 * 86_400_000))
         assert (err.status, err.code) == (410, "response_expired")
 
     def test_a_response_not_taken_yet_is_a_409_to_retry(self) -> None:
-        from services.gateway.responses.routes import _no_events
+        from services.gateway.responses.lookup import no_events as _no_events
 
         err = _no_events(self._stored(age_ms=1_000))
         assert (err.status, err.code) == (409, "response_not_started")

@@ -5,6 +5,7 @@ The app is built with `create_app` but its lifespan (topics, broker, reply reade
 belongs to the e2e tests.
 """
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -218,7 +219,12 @@ class TestAuth:
         with pytest.raises(RuntimeError, match="TOKENBUS_ID_SECRET"):  # empty is unset
             refuse_placeholder_secrets(GatewaySettings(key_pepper="p" * 32, id_secret=""))
         refuse_placeholder_secrets(GatewaySettings(environment="development"))
-        refuse_placeholder_secrets(GatewaySettings(key_pepper="p" * 32, id_secret="s" * 32))
+        with pytest.raises(RuntimeError, match="TOKENBUS_CONVERSATION_KEYS"):
+            refuse_placeholder_secrets(GatewaySettings(key_pepper="p" * 32, id_secret="s" * 32))
+        keyring = "k1:" + base64.b64encode(b"k" * 32).decode()
+        refuse_placeholder_secrets(
+            GatewaySettings(key_pepper="p" * 32, id_secret="s" * 32, conversation_keys=keyring)
+        )
 
 
 class TestEdge:

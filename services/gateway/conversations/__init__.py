@@ -1,0 +1,1 @@
+"""OpenAI's Conversations API: server-side memory, encrypted at rest, with a summarising window."""
