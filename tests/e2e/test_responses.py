@@ -3,6 +3,7 @@ worker and llmsim gets, as Responses events and objects, exactly what llmsim ans
 equivalent chat request; background responses resume on any node and cancel at once; another
 tenant's response ids are 404s; bad input is refused before anything is queued."""
 
+import base64
 import contextlib
 import json
 import os
@@ -29,6 +30,8 @@ from tests.system import System, running_system
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 PEPPER, ID_SECRET = "e2e-resp-pepper-0123456789", "e2e-resp-id-secret-0123456789"
+# A real deployment seals conversations with its own keyring (the dev one is refused).
+KEYRING = "e2e:" + base64.b64encode(b"e2e-responses!!!!!!!!!!!!!!!!!!!").decode()
 # "small" answers at 100 tokens/s; "large" (llmsim-large) at 50, for a stream to cut mid-way.
 SLOW = '{"llmsim-large": {"ttft_ms": 20, "tokens_per_second": 50}}'
 INSTRUCTIONS = "You are terse."
@@ -121,6 +124,7 @@ def system(kafka_bootstrap: str, logs_dir: Path, database_url: str) -> Iterator[
             "TOKENBUS_DATABASE_URL": database_url,
             "TOKENBUS_KEY_PEPPER": PEPPER,
             "TOKENBUS_ID_SECRET": ID_SECRET,
+            "TOKENBUS_CONVERSATION_KEYS": KEYRING,
         },
     ) as sys_:
         yield sys_

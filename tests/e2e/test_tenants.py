@@ -2,6 +2,7 @@
 ids bound to their tenant, and rate limits that hold across both nodes (docs/security.md)."""
 
 import asyncio
+import base64
 import contextlib
 import os
 import time
@@ -30,6 +31,8 @@ from tests.system import System, running_system
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 PEPPER, ID_SECRET = "e2e-pepper-0123456789", "e2e-id-secret-0123456789"
+# A real deployment seals conversations with its own keyring (the dev one is refused).
+KEYRING = "e2e:" + base64.b64encode(b"e2e-tenants!!!!!!!!!!!!!!!!!!!!!").decode()
 CACHE_S = 1.0  # the nodes' key cache: a revoke takes effect within this
 SLOW = '{"llmsim-large": {"ttft_ms": 0, "tokens_per_second": 50}}'  # "large": 50 tokens/s
 
@@ -65,6 +68,7 @@ def system(kafka_bootstrap: str, logs_dir: Path, database_url: str) -> Iterator[
             "TOKENBUS_DATABASE_URL": database_url,
             "TOKENBUS_KEY_PEPPER": PEPPER,
             "TOKENBUS_ID_SECRET": ID_SECRET,
+            "TOKENBUS_CONVERSATION_KEYS": KEYRING,
             "TOKENBUS_KEY_CACHE_S": str(CACHE_S),
         },
     ) as sys_:
