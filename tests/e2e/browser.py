@@ -62,12 +62,20 @@ new MutationObserver(() => {
 RETRY_WINDOW_S = 0.1
 
 
+# What the proxy cuts, per API: the request that starts an answer, and the one that resumes it.
+CUTS = {
+    "chat": (b"POST /v1/chat/completions ", b"GET /v1/streams/"),
+    "responses": (b"POST /v1/responses ", b"GET /v1/responses/"),
+}
+
+
 class CuttingProxy:
     """A TCP proxy in front of the gateway. Once armed, it lets the next
-    `POST /v1/chat/completions` response through for `after` bytes (headers included), then
-    drops that connection: to the browser, the network failed in the middle of the answer.
-    The next `refuse` resume attempts (`GET /v1/streams/...`) are dropped too, unanswered, as
-    while the network is still down. Everything else passes untouched.
+    `POST /v1/chat/completions` response (for `api="responses"`: `POST /v1/responses`) through
+    for `after` bytes (headers included), then drops that connection: to the browser, the
+    network failed in the middle of the answer. The next `refuse` resume attempts
+    (`GET /v1/streams/...`, or `GET /v1/responses/...`) are dropped too, unanswered, as while
+    the network is still down. Everything else passes untouched.
 
     Chromium re-sends a GET that a reused keep-alive connection dropped before any answer at
     once on another connection, as often as the page has idle connections (a page that loads
@@ -78,6 +86,7 @@ class CuttingProxy:
         self._target_port = target_port
         self._armed: int | None = None
         self._refuse = 0
+        self._cut, self._resume = CUTS["chat"]
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.BaseTransport] = set()
@@ -90,8 +99,9 @@ class CuttingProxy:
         assert self._server is not None
         return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
-    def arm(self, after: int, refuse: int = 0) -> None:
+    def arm(self, after: int, refuse: int = 0, api: str = "chat") -> None:
         self._armed, self._refuse = after, refuse
+        self._cut, self._resume = CUTS[api]
 
     async def __aenter__(self) -> "CuttingProxy":
         self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
@@ -136,9 +146,9 @@ class CuttingProxy:
     ) -> None:
         while data := await source.read(65536):
             # Browsers send one request at a time per connection: a request starts a read.
-            if self._armed is not None and data.startswith(b"POST /v1/chat/completions"):
+            if self._armed is not None and data.startswith(self._cut):
                 budget[0], self._armed = self._armed, None
-            elif data.startswith(b"GET /v1/streams/") and self._refuses():
+            elif data.startswith(self._resume) and self._refuses():
                 return  # torn down by the caller, before the gateway sees the request
             sink.write(data)
             await sink.drain()

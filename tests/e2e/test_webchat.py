@@ -5,6 +5,7 @@ a direct call to llmsim for the same conversation.
 """
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -67,6 +68,8 @@ async def keyed_gateway(
         "TOKENBUS_DATABASE_URL": database_url,
         "TOKENBUS_KEY_PEPPER": pepper,
         "TOKENBUS_ID_SECRET": secrets.token_urlsafe(32),
+        # keys mode refuses the development keyring that seals conversations at rest
+        "TOKENBUS_CONVERSATION_KEYS": f"webchat:{base64.b64encode(os.urandom(32)).decode()}",
     }
     try:
         gateway = system.start_gateway("1")  # stopped with the system
@@ -478,7 +481,7 @@ class TestErrors:
 
 
 # Two function tools, offered through the page's "Extra request fields": llmsim calls both.
-TOOLS = [
+TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
@@ -828,5 +831,271 @@ async def _fake_stream(route: Route, text: str, error: dict[str, Any] | None = N
             "x-tokenbus-route": "small",
             "x-tokenbus-model": "fake-model",
         },
+        body=_sse(frames),
+    )
+
+
+# The same two tools in the Responses API's flat form.
+RESPONSES_TOOLS = [{"type": "function", **tool["function"]} for tool in TOOLS]
+
+
+async def use_responses_api(page: Page) -> None:
+    """Choose Advanced › API › Responses, opening the section first."""
+    radio = page.get_by_role("radio", name="Responses")
+    if not await radio.is_visible():
+        await page.locator("#advanced > summary").click()
+    await radio.check()
+    await expect(page.locator("#api-active")).to_have_text("Responses API")
+
+
+def api_calls(page: Page) -> list[tuple[str, str, Any]]:
+    """(method, path and query, JSON body or None) of the API requests the page sends from
+    now on."""
+    calls: list[tuple[str, str, Any]] = []
+
+    def record(request: Request) -> None:
+        url = httpx.URL(request.url)
+        if url.path.startswith("/v1/"):
+            target = url.raw_path.decode()
+            body = request.post_data_json if request.post_data else None
+            calls.append((request.method, target, body))
+
+    page.on("request", record)
+    return calls
+
+
+class TestResponsesApi:
+    async def test_answers_stream_through_the_responses_api_over_two_turns(
+        self, system: System, page: Page
+    ):
+        await open_chat(page, system.gateway_url)
+        calls = api_calls(page)
+        await use_responses_api(page)
+        first = "What does the Responses API add?"
+        await ask(page, first)
+        answer = last_answer(page)
+        await words_shown(page, lambda n: 3 <= n < ANSWER_TOKENS)  # token by token
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        expected = await direct(system, [{"role": "user", "content": first}])
+        assert await shown_text(page) == expected
+        facts = answer.locator(".facts")
+        await expect(facts.locator('[data-fact="model"]')).to_have_text(
+            re.compile(r"model llmsim-(small|large)")
+        )
+        await expect(facts.locator('[data-fact="ttft"]')).to_have_text(
+            re.compile(r"first token \d+ ms")
+        )
+        await expect(facts.locator('[data-fact="rate"]')).to_have_text(re.compile(r"\d+ tokens/s"))
+        await expect(facts.locator('[data-fact="tokens"]')).to_have_text(
+            re.compile(rf"\d+ tokens \(\d+ in, {ANSWER_TOKENS} out\)")
+        )
+        await expect(answer).to_have_attribute("data-request-id", re.compile(r"^chatcmpl-"))
+
+        # Turn two: the history goes as input items; the answer is llmsim's for the same chat.
+        second = "And how do I resume one?"
+        await ask(page, second)
+        await expect(page.locator("article.assistant")).to_have_count(2)
+        await expect(last_answer(page)).to_have_attribute(
+            "data-state", "done", timeout=STREAM_WAIT_MS
+        )
+        history = [
+            {"role": "user", "content": first},
+            {"role": "assistant", "content": expected},
+            {"role": "user", "content": second},
+        ]
+        assert await shown_text(page) == await direct(system, history)
+
+        posts = [(target, body) for method, target, body in calls if method == "POST"]
+        assert [target for target, _ in posts] == ["/v1/responses", "/v1/responses"]
+        assert posts[0][1] == {"model": "auto", "input": history[:1], "stream": True}
+        assert posts[1][1] == {"model": "auto", "input": history, "stream": True}
+        assert not [c for c in calls if c[1].startswith("/v1/chat/")]
+
+        # The setting outlives a reload of the tab; back on Chat Completions, chat it is.
+        await page.reload()
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        await expect(page.locator("#api-active")).to_be_visible()  # the folded section says so
+        await page.locator("#advanced > summary").click()
+        await expect(page.get_by_role("radio", name="Responses")).to_be_checked()
+        await page.get_by_role("radio", name="Chat Completions").check()
+        await expect(page.locator("#api-active")).to_be_hidden()
+        await ask(page, first)
+        await expect(last_answer(page)).to_have_attribute(
+            "data-state", "done", timeout=STREAM_WAIT_MS
+        )
+        assert await shown_text(page) == expected
+        assert calls[-1][:2] == ("POST", "/v1/chat/completions")
+
+    async def test_stop_cancels_the_response_and_the_upstream_generation(
+        self, system: System, page: Page
+    ):
+        await open_chat(page, system.gateway_url)
+        calls = api_calls(page)
+        await use_responses_api(page)
+        await page.get_by_label("Model").select_option("large")  # 30 tokens/s: 3 s to go
+        before = await llmsim_stats(system.llmsim_url)
+        prompt = "Stop me (Responses)"
+        await ask(page, prompt)
+        await words_shown(page, lambda n: n >= 5)
+        assert (await llmsim_stats(system.llmsim_url))["open_streams"] == 1
+        async with page.expect_response(lambda r: r.url.endswith("/cancel")) as cancelled:
+            await page.get_by_role("button", name="Stop").click()
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "stopped")
+        await expect(answer.locator(".status")).to_have_text("Stopped.")
+        response = await cancelled.value
+        assert response.status == 200, await response.text()
+        assert (await response.json())["status"] == "cancelled"
+
+        async def upstream_closed() -> bool:
+            stats = await llmsim_stats(system.llmsim_url)
+            return stats["open_streams"] == 0
+
+        await eventually(upstream_closed, within=2.0)
+        after = await llmsim_stats(system.llmsim_url)
+        assert after["streams_closed_early"] == before["streams_closed_early"] + 1
+        cancels = [target for method, target, _ in calls if target.endswith("/cancel")]
+        assert len(cancels) == 1 and re.fullmatch(r"/v1/responses/resp_[^/]+/cancel", cancels[0])
+        stopped_at = await shown_text(page)
+        full = await direct(system, [{"role": "user", "content": prompt}])
+        assert full.startswith(stopped_at.removesuffix(".")) and len(stopped_at) < len(full)
+        await expect(answer.locator(".status")).to_have_text("Stopped.")  # the cancel went well
+        await expect(page.get_by_role("button", name="Send")).to_be_visible()
+
+    async def test_a_network_cut_mid_answer_resumes_to_the_exact_text(
+        self, system: System, page: Page
+    ):
+        port = int(system.gateway_url.rsplit(":", 1)[1])
+        async with CuttingProxy(port) as proxy:
+            await open_chat(page, proxy.url)
+            calls = api_calls(page)
+            await use_responses_api(page)
+            # The headers and some events, then a cut mid-frame; the network stays down for
+            # the first reconnect, so the page has to back off and try again.
+            proxy.arm(after=6000, refuse=1, api="responses")
+            prompt = "Tell me about Responses, while the network fails"
+            await ask(page, prompt)
+            answer = last_answer(page)
+            await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+            assert (proxy.cuts, proxy.refused) == (1, 1)
+        assert await shown_text(page) == await direct(system, [{"role": "user", "content": prompt}])
+        statuses = await page.evaluate("window.__statuses")
+        assert statuses[0] == "connection lost — reconnecting…", statuses
+        assert statuses[-1] == "reconnected — continuing where it stopped", statuses
+        await expect(answer.locator('[data-fact="reconnects"]')).to_have_text("reconnected 1×")
+        # Every try resumes the same response after the last event shown, well into the text.
+        resumes = [httpx.URL(target) for method, target, _ in calls if method == "GET"]
+        resumes = [url for url in resumes if url.path.startswith("/v1/responses/")]
+        assert len(resumes) >= 2
+        assert len({str(url) for url in resumes}) == 1
+        assert re.fullmatch(r"/v1/responses/resp_[^/]+", resumes[0].path)
+        assert resumes[0].params["stream"] == "true"
+        # response.created, in_progress, output_item.added, content_part.added: 0 to 3
+        assert int(resumes[0].params["starting_after"]) > 4
+
+    async def test_reasoning_calls_and_refusals_show_as_for_chat(
+        self, system: System, page: Page, tmp_path: Path
+    ):
+        await open_chat(page, system.gateway_url)
+        await use_responses_api(page)
+        await set_extra_fields(
+            page, json.dumps({"tools": RESPONSES_TOOLS, "metadata": {"llmsim_reasoning": "20"}})
+        )
+        prompt = "Reason, then call the tools"
+        await ask(page, prompt)
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        user = {"role": "user", "content": prompt}
+        extra = {"tools": TOOLS, "metadata": {"llmsim_reasoning": "20"}}  # as chat sees them
+        expected = await direct_message(system, [user], extra)
+        await expect(answer.locator(".thinking-text")).to_have_text(expected["reasoning_content"])
+        await expect(answer.locator("details.thinking")).to_have_attribute("data-state", "done")
+        blocks = answer.locator("details.tool-call")
+        await expect(blocks).to_have_count(len(expected["tool_calls"]))
+        for block, call in zip(await blocks.all(), expected["tool_calls"], strict=True):
+            await expect(block.locator("summary")).to_have_text(
+                f"tool call {call['function']['name']}"
+            )
+            await expect(block).to_have_attribute("data-call-id", call["id"])
+            await expect(block.locator(".tool-args")).to_have_text(
+                pretty(call["function"]["arguments"])
+            )
+        await expect(answer.locator(".status")).to_have_text(TOOLS_NOT_RUN)
+        usage = answer.locator('[data-fact="tokens"]')
+        await expect(usage).to_have_text(re.compile(r"\d+ tokens \(\d+ in, \d+ out\)"))
+        await blocks.first.locator("summary").click()
+        image = await page.screenshot(path=str(tmp_path / "webchat-responses.png"))
+        assert png_size(image) == (1100, 760)
+
+        await page.get_by_role("button", name="New chat").click()
+        refusal_extra = {"metadata": {"llmsim_refusal": "true"}}
+        await set_extra_fields(page, json.dumps(refusal_extra))
+        prompt = "Please do something you must refuse"
+        await ask(page, prompt)
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+        expected = await direct_message(
+            system, [{"role": "user", "content": prompt}], refusal_extra
+        )
+        refusal = answer.get_by_label("Refusal")
+        await expect(refusal.locator(".refusal-label")).to_have_text("Refused")
+        await expect(refusal.locator(".refusal-text")).to_have_text(expected["refusal"])
+        await expect(answer.locator(".answer")).to_be_empty()
+
+    async def test_errors_are_plain_words(self, system: System, page: Page):
+        await open_chat(page, system.gateway_url)
+        await use_responses_api(page)
+        # The page's own fields of this API are refused before anything is sent...
+        await set_extra_fields(page, '{"input": "sneaked in"}')
+        await ask(page, "hello?")
+        await expect(page.locator("#extra-error")).to_contain_text(
+            "The extra request fields may not set “input”: the page sets it itself."
+        )
+        # ... and a field the gateway refuses comes back in its own words, the text kept.
+        await set_extra_fields(page, '{"reasoning": {"effort": "low"}}')
+        await ask(page, "hello?")
+        notice = page.locator("#notice")
+        await expect(notice).to_contain_text(
+            "The gateway refused the request: 'reasoning' is not supported"
+        )
+        await expect(page.get_by_label("Message", exact=True)).to_have_value("hello?")
+        await expect(page.locator("article")).to_have_count(0)
+
+        # A response that fails mid-answer keeps what it showed and says why.
+        await set_extra_fields(page, "")
+        await page.route("**/v1/responses", _fake_failed_response)
+        await ask(page, "break, please")
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "failed")
+        await expect(answer.get_by_role("alert")).to_have_text(
+            "The model worker stopped mid-answer. Regenerate to try again."
+        )
+        await expect(answer.locator(".answer")).to_have_text("Half an")
+        await expect(answer.locator('[data-fact="model"]')).to_have_text("model fake-model")
+
+
+def _event(seq: int, type_: str, **fields: Any) -> tuple[int | None, str]:
+    return seq, json.dumps({"type": type_, "sequence_number": seq, **fields})
+
+
+async def _fake_failed_response(route: Route) -> None:
+    """Answer the Responses POST with a canned stream that fails after two words."""
+    response = {"id": "resp_1-0-0123456789abcdef", "status": "in_progress", "model": "fake-model"}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+    failed = {**response, "status": "failed"}
+    frames = [
+        _event(0, "response.created", response=response),
+        _event(1, "response.in_progress", response=response),
+        _event(2, "response.output_item.added", output_index=0, item=item),
+        _event(3, "response.content_part.added", **where, part={"type": "output_text"}),
+        _event(4, "response.output_text.delta", **where, delta="Half an"),
+        _event(5, "error", code="worker_lost", message="worker died (worker_lost)", param=None),
+        _event(6, "response.failed", response=failed),
+        (None, "[DONE]"),
+    ]
+    await route.fulfill(
+        status=200,
+        headers={"content-type": "text/event-stream", "x-request-id": "chatcmpl-1-0-0"},
         body=_sse(frames),
     )

@@ -1,7 +1,9 @@
 // The web chat's controller: API key, model picker, and the conversation's turns.
-// Streaming and resume live in stream.js, the DOM in view.js.
-import { extraFields } from "./extras.js";
-import { cancelStream, HttpError, streamChat } from "./stream.js";
+// Streaming and resume live in stream.js (Chat Completions) and responses.js (Responses),
+// the DOM in view.js.
+import { chosenApi, extraFields } from "./extras.js";
+import { responsesBody, streamResponse } from "./responses.js";
+import { chatBody, HttpError, streamChat } from "./stream.js";
 import { addAssistantTurn, addUserTurn, clearConversation, describeError } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -170,6 +172,7 @@ async function answer({ userTurn = null, text = null, extra = {} }) {
     view,
     controller: new AbortController(),
     requestId: null,
+    cancel: null, // asks the gateway to stop generating, once the stream says how
     answered: false, // the gateway accepted the request (headers received)
     stopped: false,
     discarded: false, // New chat was pressed: nothing of this run may touch the new chat
@@ -182,15 +185,11 @@ async function answer({ userTurn = null, text = null, extra = {} }) {
   };
   current = run;
   setBusy(true);
-  const body = {
-    ...extra, // never one of the page's own fields below (extras.js refuses those)
-    model: modelSelect.value,
-    messages: history.map(({ role, content }) => ({ role, content })),
-    stream: true,
-    stream_options: { include_usage: true },
-  };
+  const responses = chosenApi() === "responses"; // the same answer, through either API
+  const body = (responses ? responsesBody : chatBody)({ extra, model: modelSelect.value, history });
   try {
-    await streamChat({ body, apiKey, signal: run.controller.signal, on: handlers(run) });
+    const stream = responses ? streamResponse : streamChat;
+    await stream({ body, apiKey, signal: run.controller.signal, on: handlers(run) });
     if (run.finish === "cancelled") {
       view.end("stopped"); // by a cancel from elsewhere: another tab, the API, an operator
       view.setStatus("This answer was cancelled.");
@@ -277,6 +276,9 @@ function handlers(run) {
       run.requestId = requestId;
       view.turn.dataset.requestId = requestId;
       view.setFacts({ route, model, score, reason });
+    },
+    cancelable(cancel) {
+      run.cancel = cancel;
       if (run.stopped) halt(run); // Stop was pressed while the request waited for a worker
     },
     delta: shown((text) => view.append(text)),
@@ -310,15 +312,16 @@ function stop() {
   run.stopped = true;
   stopButton.disabled = true;
   run.view.setStatus("Stopping…");
-  // Before the response headers there is no request id to cancel yet, and aborting now
-  // would lose it and leave the model generating for the grace period: halt() runs when
-  // the headers come (see handlers.response).
-  if (run.requestId) halt(run);
+  // Before the response headers (Responses: its first event) there is no id to cancel yet,
+  // and aborting now would lose it and leave the model generating for the grace period:
+  // halt() runs when the id comes (see handlers.cancelable).
+  if (run.cancel) halt(run);
 }
 
 /** Stop for real: tell the gateway (so the upstream model stops), then drop the stream. */
 function halt(run) {
-  cancelStream(run.requestId, apiKey)
+  run
+    .cancel()
     .then((response) => {
       if (!response.ok) throw new HttpError(response.status, response.statusText);
     })

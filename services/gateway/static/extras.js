@@ -1,19 +1,32 @@
-// "Advanced": extra request fields, a JSON object merged into the body of every chat request.
-// The page offers no tools and no model options of its own; this box is how a developer (and
-// the tests) asks for tools, reasoning or any other API field from the page, e.g.
+// "Advanced": which OpenAI API the page talks to, and extra request fields, a JSON object
+// merged into the body of every request. The page offers no tools and no model options of its
+// own; this box is how a developer (and the tests) asks for tools, reasoning or any other API
+// field from the page, e.g.
 //   {"tools": [{"type": "function", "function": {"name": "get_weather"}}],
 //    "metadata": {"llmsim_reasoning": "5"}}
+// (the Responses API's function tools are flat: {"type": "function", "name": "get_weather"}).
 const $ = (id) => document.getElementById(id);
 const advanced = $("advanced");
 const box = $("extra-fields");
 const error = $("extra-error");
 const active = $("extra-active");
+const apiChoice = $("api-choice");
+const apiActive = $("api-active");
 
 // Like the API key: for as long as the tab lives, on this origin only.
 const STORAGE = "tokenbus.extraFields";
+const API_STORAGE = "tokenbus.api";
 // The page sets these itself (the gateway acts on them too): an extra value would either be
 // ignored or break the page's stream, so it is refused with a message instead.
-const OWN = ["model", "messages", "stream", "stream_options"];
+const OWN = {
+  chat: ["model", "messages", "stream", "stream_options"],
+  responses: ["model", "input", "stream"],
+};
+
+/** The API answers are streamed through: "chat" (Chat Completions) or "responses". */
+export function chosenApi() {
+  return apiChoice.querySelector("input:checked")?.value === "responses" ? "responses" : "chat";
+}
 
 /** The box's fields: {fields} (empty box: {}), or {problem} saying what is wrong. */
 function parse() {
@@ -28,7 +41,7 @@ function parse() {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     return { problem: 'The extra request fields must be a JSON object, like {"metadata": {}}.' };
   }
-  const own = OWN.find((key) => Object.hasOwn(value, key));
+  const own = OWN[chosenApi()].find((key) => Object.hasOwn(value, key));
   if (own) return { problem: `The extra request fields may not set “${own}”: the page sets it itself.` };
   return { fields: value };
 }
@@ -53,6 +66,21 @@ export function extraFields() {
   box.focus();
   return null;
 }
+
+function showApi() {
+  apiActive.hidden = chosenApi() !== "responses";
+}
+
+const savedApi = sessionStorage.getItem(API_STORAGE);
+for (const radio of apiChoice.querySelectorAll("input")) {
+  if (radio.value === savedApi) radio.checked = true;
+}
+showApi();
+apiChoice.addEventListener("change", () => {
+  sessionStorage.setItem(API_STORAGE, chosenApi());
+  showApi();
+  if (box.value.trim()) check(); // the page's own fields differ between the APIs
+});
 
 box.value = sessionStorage.getItem(STORAGE) ?? "";
 check();

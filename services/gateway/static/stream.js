@@ -15,12 +15,16 @@ export class HttpError extends Error {
   }
 }
 
-/** An error inside the stream (`data: {"error": ...}`), or a reconnect that gave up. */
+/**
+ * An error inside the stream (`data: {"error": ...}`), or a reconnect that gave up. `final`:
+ * the answer ended with it for good (a failed response), whatever its code says.
+ */
 export class StreamError extends Error {
-  constructor(code, message) {
+  constructor(code, message, { final = false } = {}) {
     super(message);
     this.name = "StreamError";
     this.code = code;
+    this.final = final;
   }
 }
 
@@ -31,7 +35,8 @@ const MAX_RECONNECTS = 8; // ~25 s of backoff in all: longer than a Wi-Fi hand-o
 const BACKOFF_BASE_MS = 300;
 const BACKOFF_CAP_MS = 5000;
 
-/** Frames `{id, data}` of an SSE body; `id` is null when the frame has none. */
+/** Frames `{id, data}` of an SSE body; `id` is null when the frame has none (`event:` is
+ * not kept: the Responses API's events name their type in their JSON too). */
 export async function* sseFrames(body) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
@@ -71,7 +76,7 @@ export async function* sseFrames(body) {
   }
 }
 
-function authHeaders(apiKey) {
+export function authHeaders(apiKey) {
   return apiKey ? { authorization: `Bearer ${apiKey}` } : {};
 }
 
@@ -117,13 +122,27 @@ function backoffMs(attempt) {
   return Math.round(ceiling * (0.5 + Math.random() / 2)); // jitter: clients cut together retry apart
 }
 
+/** The chat request for `history` ([{role, content}]), with the `extra` request fields. */
+export function chatBody({ extra, model, history }) {
+  return {
+    ...extra, // never one of the page's own fields below (extras.js refuses those)
+    model,
+    messages: history.map(({ role, content }) => ({ role, content })),
+    stream: true,
+    stream_options: { include_usage: true },
+  };
+}
+
 /**
  * Stream one answer. `on` receives: response({requestId, route, model, score, reason}),
- * delta(text), reasoning(text), refusal(text), toolCall(piece), model(name), finish(reason),
- * usage(usage), connectionLost(attempt, delayMs), reconnected(). `piece` is one entry of
- * OpenAI's streamed `delta.tool_calls`: {index, id?, type?, function: {name?, arguments}}.
+ * cancelable(cancel), delta(text), reasoning(text), refusal(text), toolCall(piece),
+ * model(name), finish(reason), usage(usage), connectionLost(attempt, delayMs), reconnected().
+ * `cancel()` asks the gateway to stop generating (a fetch's promise); `piece` is one entry of
+ * OpenAI's streamed `delta.tool_calls`: {index, id?, type?, function: {name?, arguments}};
+ * `usage` has chat's names (prompt_tokens, completion_tokens, total_tokens).
  * Resolves at `[DONE]`; rejects with HttpError (before or on resume), StreamError, a
- * TypeError (gateway unreachable) or the signal's AbortError.
+ * TypeError (gateway unreachable) or the signal's AbortError. responses.js streams through
+ * the Responses API onto the same `on`.
  */
 export async function streamChat({ body, apiKey, signal, on }) {
   const response = await fetch("/v1/chat/completions", {
@@ -142,36 +161,44 @@ export async function streamChat({ body, apiKey, signal, on }) {
     score: headers.get("x-tokenbus-route-score"),
     reason: headers.get("x-tokenbus-route-reason"),
   });
+  on.cancelable?.(() => cancelStream(requestId, apiKey));
   signal.throwIfAborted(); // Stop may have been pressed while the request was queued
 
-  const state = { lastId: null, done: false, model: headers.get("x-tokenbus-model") };
-  let current = response;
-  for (;;) {
+  const state = { lastId: null, model: headers.get("x-tokenbus-model") };
+  const resume = () => {
+    const resumeHeaders = { accept: "text/event-stream", ...authHeaders(apiKey) };
+    if (state.lastId !== null) resumeHeaders["last-event-id"] = String(state.lastId);
+    return fetch(`/v1/streams/${encodeURIComponent(requestId)}`, { headers: resumeHeaders, signal });
+  };
+  await readResuming({ response, read: (r) => consume(r, state, on), resume, signal, on });
+}
+
+/**
+ * Read `response` with `read` (resolves true once the stream is whole); after a network cut
+ * or a resumable stream error, read on from `resume()`, a fetch that continues the stream
+ * after the last event shown. Shared by both APIs.
+ */
+export async function readResuming({ response, read, resume, signal, on }) {
+  for (let current = response; ; current = await reconnect(resume, signal, on)) {
     try {
-      await consume(current, state, on);
+      if (await read(current)) return;
     } catch (err) {
       if (signal.aborted) throw signal.reason;
-      if (!(err instanceof TypeError) && !(err instanceof StreamError && RESUMABLE.has(err.code))) {
-        throw err;
-      }
-      // a network error mid-body, or a resumable stream error: resume below
+      const resumable = err instanceof StreamError && !err.final && RESUMABLE.has(err.code);
+      if (!(err instanceof TypeError) && !resumable) throw err;
+      // a network error mid-body, or a resumable stream error: resume
     }
-    if (state.done) return;
-    current = await reconnect(requestId, state, apiKey, signal, on);
   }
 }
 
-/** Hand the frames of one response to `on`; returns when it ends, with or without [DONE]. */
+/** Hand the frames of one response to `on`; resolves when it ends: true at [DONE]. */
 async function consume(response, state, on) {
   for await (const frame of sseFrames(response.body)) {
     const id = frame.id === null ? null : Number(frame.id);
     // The gateway sends only frames after Last-Event-ID; this guard keeps a duplicate from
     // ever reaching the screen even if a proxy replays.
     if (id !== null && state.lastId !== null && id <= state.lastId) continue;
-    if (frame.data === "[DONE]") {
-      state.done = true;
-      return;
-    }
+    if (frame.data === "[DONE]") return true;
     const chunk = JSON.parse(frame.data);
     if (chunk.error) {
       if (id !== null) state.lastId = id;
@@ -197,32 +224,32 @@ async function consume(response, state, on) {
     // Only now is the frame shown, so only now may a resume start after it.
     if (id !== null) state.lastId = id;
   }
+  return false;
 }
 
-/** A new response continuing after `state.lastId`, or throws when resuming cannot work. */
-async function reconnect(requestId, state, apiKey, signal, on) {
+/** A new response from `resume()` after a backoff, or throws when resuming cannot work. */
+async function reconnect(resume, signal, on) {
   for (let attempt = 1; attempt <= MAX_RECONNECTS; attempt++) {
     const delay = backoffMs(attempt);
     on.connectionLost?.(attempt, delay);
     await sleep(delay, signal);
-    const headers = authHeaders(apiKey);
-    if (state.lastId !== null) headers["last-event-id"] = String(state.lastId);
     let response;
     try {
-      response = await fetch(`/v1/streams/${encodeURIComponent(requestId)}`, {
-        headers: { accept: "text/event-stream", ...headers },
-        signal,
-      });
+      response = await resume();
     } catch (err) {
       if (signal.aborted) throw signal.reason;
+      if (!(err instanceof TypeError)) throw err;
       continue; // still offline
     }
     if (response.ok) {
       on.reconnected?.();
       return response;
     }
-    // 429 and 5xx may pass; 401 or 404 will not get better by retrying.
-    if (response.status !== 429 && response.status < 500) throw await httpError(response);
+    // 409 (a response no worker has started yet), 429 and 5xx may pass; 401 or 404 will
+    // not get better by retrying.
+    if (response.status !== 409 && response.status !== 429 && response.status < 500) {
+      throw await httpError(response);
+    }
   }
   throw new StreamError("connection_lost", "The connection was lost and could not be restored.");
 }

@@ -266,6 +266,7 @@ export function describeError(err) {
           ? `Too many requests right now. Try again in ${err.retryAfterS} s.`
           : "Too many requests right now. Try again in a little while.";
       case 404:
+      case 410: // a response whose events are no longer kept
         return "This answer is no longer available to resume. Regenerate to ask again.";
       case 400:
         return `The gateway refused the request: ${err.message}`;
