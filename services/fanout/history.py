@@ -78,8 +78,9 @@ class HistoryReader:
         await consumer.start()
         try:
             consumer.assign([self._tp])
-            await self._seek(consumer)
+            # The end first: a record published while the start is looked up lies past it.
             end = (await consumer.end_offsets([self._tp]))[self._tp]
+            await self._seek(consumer, end)
             while not self._sub.finished:
                 batches = await consumer.getmany(self._tp, timeout_ms=500, max_records=500)
                 for record in batches.get(self._tp, ()):
@@ -89,13 +90,13 @@ class HistoryReader:
         finally:
             await consumer.stop()
 
-    async def _seek(self, consumer: AIOKafkaConsumer) -> None:
+    async def _seek(self, consumer: AIOKafkaConsumer, end: int) -> None:
         start_ms = max(0, self._ref.created_ms - CLOCK_SKEW_MS)
         found = (await consumer.offsets_for_times({self._tp: start_ms}))[self._tp]
-        if found is None:
-            await consumer.seek_to_end(self._tp)  # nothing since then: only the future
-        else:
-            consumer.seek(self._tp, found.offset)
+        # Nothing since then: only the future, from the end as it was before the lookup (a
+        # lazy seek_to_end would be resolved at the first fetch, past a `started` that came
+        # meanwhile, and every later event of that attempt would then be dropped).
+        consumer.seek(self._tp, end if found is None else found.offset)
 
     async def _offer(self, key: bytes | None, value: bytes | None) -> None:
         if key != self._key or value is None:

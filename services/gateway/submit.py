@@ -13,7 +13,7 @@ import functools
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -58,6 +58,14 @@ class StreamStalled(Exception):
     """No event came for `idle_timeout_s`: the stream ends for this client (retry or resume)."""
 
 
+class Tap(Protocol):
+    """Sees a request's events before its client does (e.g. to keep a conversation's turn)."""
+
+    async def events(self, batch: list[StreamEvent]) -> None: ...
+
+    async def closed(self, finished: bool) -> None: ...
+
+
 class EventStream:
     """One client's view of one request: its events in order, and what leaving means.
 
@@ -82,6 +90,7 @@ class EventStream:
         sub.on_drop = functools.partial(node.dropped, self.request_id)
         self._closed = False
         self._detach = True  # leaving early starts the grace period
+        self.tap: Tap | None = None
 
     async def first(self) -> StreamEvent:
         """The first event of a request just submitted. Nobody took it within
@@ -99,6 +108,8 @@ class EventStream:
         if event is None:
             raise OpenAIError(502, "The stream ended early.", code=ErrorCode.INTERNAL)
         self._note(event)
+        if self.tap is not None:
+            await self.tap.events([event])
         return event
 
     async def started(self) -> Started:
@@ -153,6 +164,8 @@ class EventStream:
                 if self.finished:
                     break
             if events:
+                if self.tap is not None:
+                    await self.tap.events(events)
                 yield events
             if item is None:  # the feed ended: dropped as too slow, or nothing more to come
                 if self._sub.dropped:
@@ -187,6 +200,8 @@ class EventStream:
         self._sub.close()
         if self._reader is not None:
             await self._reader.stop()
+        if self.tap is not None:
+            await self.tap.closed(self.finished)
 
     async def __aenter__(self) -> "EventStream":
         return self

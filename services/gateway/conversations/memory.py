@@ -35,6 +35,8 @@ SUMMARY_PROMPT = (
     "need. If a previous summary is given, merge it in. Write only the summary."
 )
 SUMMARY_MAX_TOKENS = 512
+# Room a summary may take in the budget: the longest one, at a generous 6 characters a token.
+_SUMMARY_ROOM = "x" * (SUMMARY_MAX_TOKENS * 6)
 _INCOMPLETE = "incomplete"
 
 
@@ -135,7 +137,7 @@ async def _build(
                 param="truncation",
                 code=EdgeCode.CONTEXT_TOO_LONG,
             )
-        folded = _fold_count(summary, kept, budget)
+        folded = _fold_count(kept, budget)
         summary = await summarise(node, caller, summary, [i for t in kept[:folded] for i in t])
         kept = kept[folded:]
         upto = kept[0][0].position if kept else items[-1].position + 1
@@ -157,11 +159,11 @@ def _turns(items: list[Item]) -> list[list[Item]]:
     return turns
 
 
-def _fold_count(summary: str | None, turns: list[list[Item]], budget: int) -> int:
-    """The fewest oldest turns to fold so the rest fits (always at least one, never the last
-    one unless it alone is over budget)."""
+def _fold_count(turns: list[list[Item]], budget: int) -> int:
+    """The fewest oldest turns to fold so the rest fits beside the summary the fold makes
+    (always at least one, never the last one unless it alone is over budget)."""
     for n in range(1, len(turns)):
-        if estimate_tokens(_history(summary, turns[n:])) <= budget:
+        if estimate_tokens(_history(_SUMMARY_ROOM, turns[n:])) <= budget:
             return n
     return max(1, len(turns) - 1) if len(turns) > 1 else 1
 
@@ -209,6 +211,54 @@ async def summarise(
     return "".join(pieces)
 
 
+class TurnRecorder:
+    """Keeps a turn as its request's events reach the client: the turn is appended (and the
+    conversation let go) before the client sees the end, so its next request finds both.
+    A client that leaves first hands the rest to `finish`, which follows the log."""
+
+    def __init__(
+        self,
+        node: GatewayNode,
+        caller: Caller,
+        store: ConversationStore,
+        turn: Turn,
+        request_id: str,
+        sent: list[Json],
+    ) -> None:
+        self._args = (node, caller, store, turn, request_id, sent)
+        self._renderer = ResponseRenderer("resp_" + request_id, 0, {})
+        self._kept = False
+
+    async def events(self, batch: list[Any]) -> None:
+        for event in batch:
+            self._renderer.render(event)
+        if not self._kept and self._renderer.done:
+            self._kept = True
+            _, caller, store, turn, _, sent = self._args
+            await _keep(store, caller, turn, sent, self._renderer.response)
+
+    async def closed(self, finished: bool) -> None:
+        if not self._kept:
+            self._kept = True
+            node = self._args[0]
+            node.fire(finish(*self._args))
+
+
+async def _keep(
+    store: ConversationStore, caller: Caller, turn: Turn, sent: list[Json], response: Json
+) -> None:
+    conv_id = turn.conversation.id
+    try:
+        # Fresh ids from the store: the input's own are derived from content and position,
+        # and the same message sent in two turns must not collide.
+        items = [{k: v for k, v in i.items() if k != "id"} for i in sent + _answer(response)]
+        await store.add_items(conv_id, caller.tenant, items)
+    except Exception as exc:  # the turn is lost, never half-kept: say so in the log
+        log.error("conversation_append_failed", conversation=conv_id, error=type(exc).__name__)
+    finally:
+        await store.release(conv_id, turn.lease)
+
+
 async def finish(
     node: GatewayNode,
     caller: Caller,
@@ -217,26 +267,19 @@ async def finish(
     request_id: str,
     sent: list[Json],
 ) -> None:
-    """Follow the request to its end, append the turn, and let the conversation go."""
-    conv_id = turn.conversation.id
+    """Follow the request's log to its end (its client left, or never waits: a background
+    response), then append the turn and let the conversation go."""
+    renderer = ResponseRenderer("resp_" + request_id, 0, {})
     try:
-        renderer = ResponseRenderer("resp_" + request_id, 0, {})
         events = await watch(node, caller, request_id)
         events.keep_running()
         async with events:
             async for batch in events.batches():
                 for event in batch:
                     renderer.render(event)
-        # Fresh ids from the store: the input's own are derived from content and position,
-        # and the same message sent in two turns must not collide.
-        turn_items = [
-            {k: v for k, v in i.items() if k != "id"} for i in sent + _answer(renderer.response)
-        ]
-        await store.add_items(conv_id, caller.tenant, turn_items)
-    except Exception as exc:  # the turn is lost, never half-kept: say so in the log
-        log.error("conversation_append_failed", conversation=conv_id, error=type(exc).__name__)
-    finally:
-        await store.release(conv_id, turn.lease)
+    except Exception as exc:
+        log.error("conversation_follow_failed", request_id=request_id, error=type(exc).__name__)
+    await _keep(store, caller, turn, sent, renderer.response)
 
 
 def _answer(response: Json) -> list[Json]:
@@ -258,7 +301,8 @@ def as_input(item: Json) -> Json:
     """An output item as an input item of later turns (no logprobs, no annotations)."""
     if item["type"] == "message":
         text = "".join(p.get("text", p.get("refusal", "")) for p in item.get("content", []))
-        return {"type": "message", "role": "assistant", "content": text, "status": "completed"}
+        part = {"type": "output_text", "text": text, "annotations": []}
+        return {"type": "message", "role": "assistant", "content": [part], "status": "completed"}
     keep = ("type", "call_id", "name", "arguments", "status")
     return {k: item[k] for k in keep if k in item}
 
@@ -337,7 +381,7 @@ async def submit_chat(
     except BaseException:
         await store.release(conv_id, turn.lease)
         raise
-    node.fire(finish(node, caller, store, turn, stream.request_id, chat_items(new)))
+    stream.tap = TurnRecorder(node, caller, store, turn, stream.request_id, chat_items(new))
     return stream, headers
 
 

@@ -85,12 +85,8 @@ async def create(
         raise
     rid = response_id(stream.request_id)
     if turn is not None:
-        sent = input_items(body.input)
-        node.fire(
-            memory.finish(
-                node, caller, memory.conversations_of(node), turn, stream.request_id, sent
-            )
-        )
+        conversations, sent = memory.conversations_of(node), input_items(body.input)
+        stream.tap = memory.TurnRecorder(node, caller, conversations, turn, stream.request_id, sent)
     try:
         if store is not None:
             await store.add(_record(node, caller, rid, stream.request_id, body))
