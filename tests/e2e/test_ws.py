@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
@@ -154,6 +155,21 @@ class TestChat:
             system.llmsim_url, [{"role": "user", "content": question}], model="x"
         )
         assert text == direct
+
+    async def test_a_chat_in_a_conversation_continues_its_history(
+        self, system: System, ws: ClientConnection
+    ):
+        async with httpx.AsyncClient(base_url=system.gateway_url) as client:
+            conv = (await client.post("/v1/conversations", json={})).json()["id"]
+        first = [{"role": "user", "content": "Name a Kafka concept."}]
+        second = [{"role": "user", "content": "And another one?"}]
+        rid = await chat(ws, "c1", first, model="small", max_tokens=12, conversation=conv)
+        answer = text_of(await until_end(ws, rid))
+        rid = await chat(ws, "c2", second, model="small", max_tokens=12, conversation=conv)
+        events = await until_end(ws, rid)
+        history = [*first, {"role": "assistant", "content": answer}, *second]
+        direct, _, _ = await stream_text(system.llmsim_url, history, model="x", max_tokens=12)
+        assert text_of(events) == direct
 
     async def test_ping_pong_and_heartbeat_when_idle(self, ws: ClientConnection):
         await send(ws, type="ping", id=9)
