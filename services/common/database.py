@@ -58,7 +58,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL: the API reads while the consumer writes; synchronous stays FULL, so a commit
     # that returned survives a power cut (offsets are committed to Kafka right after).
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    # Several processes (gateways, analytics) migrate and write one file: wait for the lock
+    # rather than fail, as a loaded machine can hold it for seconds.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -145,6 +145,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         max_body_size=settings.limits.max_body_bytes,
     )
     app.state.node = node
+    app.state.engine = engine  # disposed by the lifespan (or by whoever skips it)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -6,6 +6,7 @@ belongs to the e2e tests.
 """
 
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,14 +33,22 @@ def _settings(**overrides: Any) -> GatewaySettings:
     )
 
 
-async def _client(settings: GatewaySettings) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(create_app(settings))
-    return httpx.AsyncClient(transport=transport, base_url="http://gateway")
+@contextlib.asynccontextmanager
+async def _client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app without its lifespan (no broker here), so its engine is disposed here: a pooled
+    SQLite connection left to the garbage collector is a ResourceWarning in a later test."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+    finally:
+        await app.state.engine.dispose()
 
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[httpx.AsyncClient]:
-    async with await _client(_settings()) as client:
+    async with _client(_settings()) as client:
         yield client
 
 
@@ -65,7 +74,7 @@ async def secret(keyed_settings: GatewaySettings) -> str:
 async def keyed_gateway(
     keyed_settings: GatewaySettings, secret: str
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with await _client(keyed_settings) as client:
+    async with _client(keyed_settings) as client:
         yield client
 
 
@@ -237,7 +246,7 @@ class TestEdge:
             for i in range(0, len(raw), 1000):
                 yield raw[i : i + 1000].encode()
 
-        async with await _client(settings) as client:
+        async with _client(settings) as client:
             response = await client.post(
                 CHAT,
                 content=raw.encode() if declared else chunks(),
@@ -254,7 +263,7 @@ class TestEdge:
             "access-control-request-method": "POST",
             "access-control-request-headers": "authorization, content-type",
         }
-        async with await _client(settings) as client:
+        async with _client(settings) as client:
             allowed = await client.options(
                 CHAT, headers={"origin": "https://chat.example.com", **preflight}
             )
