@@ -163,6 +163,39 @@ async def shown_text(page: Page) -> str:
     return " ".join((await last_answer(page).locator(".answer").inner_text()).split())
 
 
+def conversation_in(page: Page) -> str:
+    """The id of the conversation the page's URL names (#conv=...)."""
+    match = re.search(r"#conv=(conv_[A-Za-z0-9_-]+)$", page.url)
+    assert match, page.url
+    return match[1]
+
+
+async def saved_items(
+    system: System, conv: str, count: int, key: str = "any-key"
+) -> list[dict[str, Any]]:
+    """The conversation's items, once it holds `count`: the gateway appends a turn just after
+    its answer ends."""
+    items: list[dict[str, Any]] = []
+
+    async def holds() -> bool:
+        nonlocal items
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(
+                f"{system.gateway_url}/v1/conversations/{conv}/items",
+                params={"order": "asc", "limit": 100},
+                headers={"authorization": f"Bearer {key}"},
+            )
+        response.raise_for_status()
+        items = response.json()["data"]
+        return len(items) == count
+
+    try:
+        await eventually(holds, within=10)
+    except TimeoutError:
+        raise AssertionError(f"{len(items)} items, not {count}: {items}") from None
+    return items
+
+
 class TestConversation:
     async def test_answers_stream_in_token_by_token_with_their_facts_and_history(
         self, system: System, page: Page, tmp_path: Path
@@ -202,7 +235,8 @@ class TestConversation:
         )
 
         # Turn two, on the slow large model: a typing indicator until its first token, and
-        # the history goes with the request (llmsim's answer depends on the whole conversation).
+        # the gateway puts the conversation's history before the question (llmsim's answer
+        # depends on the whole conversation).
         await picker.select_option("large")
         second = "And how many should a topic have?"
         await ask(page, second)
@@ -223,7 +257,8 @@ class TestConversation:
         assert await shown_text(page) == await direct(system, history)
         await expect(answer.locator('[data-fact="score"]')).to_have_count(0)  # not scored
 
-        # Regenerate asks again for the same history: llmsim gives the same text.
+        # Regenerate asks again for the same history (the last turn is taken out of the
+        # conversation first): llmsim gives the same text.
         await page.get_by_role("button", name="Regenerate").click()
         await expect(page.locator("article.assistant")).to_have_count(2)
         await expect(last_answer(page)).to_have_attribute(
@@ -359,7 +394,11 @@ class TestConnectionLoss:
             answer = last_answer(page)
             await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
             assert (proxy.cuts, proxy.refused) == (1, 2)
-        assert await shown_text(page) == await direct(system, [{"role": "user", "content": prompt}])
+        expected = await direct(system, [{"role": "user", "content": prompt}])
+        assert await shown_text(page) == expected
+        # The gateway kept the turn, whole, though the page's first connection was cut.
+        items = await saved_items(system, conversation_in(page), 2)
+        assert [item_text(i) for i in items] == [prompt, expected]
         statuses = await page.evaluate("window.__statuses")
         # Two tries dropped (with Chromium's own retries of them), the third one through.
         assert statuses[:2] == [
@@ -461,6 +500,9 @@ class TestErrors:
         await ask(page, "hello?")
         await expect(page.locator("#notice")).to_contain_text(message)
         await expect(page.get_by_label("Message", exact=True)).to_have_value("hello?")
+        # The conversation the question would have begun is gone again: no empty chat.
+        assert "#" not in page.url
+        await expect(chats(page).get_by_role("link", name=re.compile("^hello"))).to_have_count(0)
 
     async def test_a_failed_stream_says_why_and_keeps_the_partial_answer(
         self, system: System, page: Page
@@ -612,8 +654,8 @@ class TestToolsReasoningRefusal:
         assert all(raw.startswith(text) for text in grown[:-1]), grown
         assert grown[-1] == pretty(raw)
 
-        # The next request is valid OpenAI: the answer of calls alone is left out of its
-        # history (the page runs no tools, so it has no tool results to send for them).
+        # The next request carries only the new question: the conversation's history is the
+        # gateway's to add.
         await ask(page, "Thanks. And tomorrow?")
         await expect(blocks).to_have_count(2)  # the first answer's blocks stay as they were
         await expect(page.locator("article.assistant")).to_have_count(2)
@@ -621,7 +663,7 @@ class TestToolsReasoningRefusal:
             "data-state", "done", timeout=STREAM_WAIT_MS
         )
         assert len(posts) == 2
-        assert posts[1]["messages"] == [user, {"role": "user", "content": "Thanks. And tomorrow?"}]
+        assert posts[1]["messages"] == [{"role": "user", "content": "Thanks. And tomorrow?"}]
         assert posts[1]["tools"] == TOOLS and posts[1]["stream"] is True
         await expect(last_answer(page).locator("details.tool-call")).to_have_count(2)
 
@@ -668,7 +710,8 @@ class TestToolsReasoningRefusal:
         await expect(answer.locator(".answer")).to_be_empty()
 
         # Without the extra fields the next answer is text again, and the refusal went back
-        # to the model as the assistant turn's content.
+        # to the model as the assistant turn's content (the gateway keeps the history: the
+        # page sends the new question alone).
         await set_extra_fields(page, "")
         await expect(page.locator("#extra-active")).to_be_hidden()
         await ask(page, "Then something else")
@@ -680,7 +723,7 @@ class TestToolsReasoningRefusal:
             {"role": "assistant", "content": expected["refusal"]},
             {"role": "user", "content": "Then something else"},
         ]
-        assert posts[1]["messages"] == history and "metadata" not in posts[1]
+        assert posts[1]["messages"] == history[-1:] and "metadata" not in posts[1]
         assert await shown_text(page) == await direct(system, history)
         await expect(last_answer(page).locator(".refusal")).to_have_count(0)
 
@@ -786,11 +829,28 @@ class TestPhoneAndKeyboard:
             )
             # Nothing is wider than the screen, and every control is on it.
             assert await page.evaluate("document.documentElement.scrollWidth") <= 375
-            for name in ("Send", "Regenerate", "New chat", "API key"):
+            for name in ("Send", "Regenerate", "New chat", "API key", "Chats"):
                 box_ = await page.get_by_role("button", name=name).bounding_box()
                 assert box_ is not None and box_["x"] >= 0 and box_["x"] + box_["width"] <= 375
                 assert box_["y"] + box_["height"] <= 667, name
             await expect(page.get_by_label("Model")).to_be_in_viewport()
+
+            # The recent chats are a drawer here: closed, then opened by "Chats" (focus goes
+            # to the open chat's link), closed again by Escape (focus back on the button).
+            sidebar = page.get_by_role("navigation", name="Recent chats")
+            toggle = page.get_by_role("button", name="Chats")
+            await expect(sidebar).to_be_hidden()
+            await expect(toggle).to_have_attribute("aria-expanded", "false")
+            await toggle.click()
+            await expect(toggle).to_have_attribute("aria-expanded", "true")
+            current = sidebar.locator('a[aria-current="page"]')
+            await expect(current.locator(".chat-title")).to_have_text("first line second line")
+            await expect(current).to_be_focused()
+            assert await page.evaluate("document.documentElement.scrollWidth") <= 375
+            await page.keyboard.press("Escape")
+            await expect(sidebar).to_be_hidden()
+            await expect(toggle).to_be_focused()
+            await expect(last_answer(page)).to_have_attribute("data-state", "done")
         finally:
             await ctx.close()
 
@@ -891,7 +951,8 @@ class TestResponsesApi:
         )
         await expect(answer).to_have_attribute("data-request-id", re.compile(r"^chatcmpl-"))
 
-        # Turn two: the history goes as input items; the answer is llmsim's for the same chat.
+        # Turn two: only the question goes, in the conversation; the answer is llmsim's for
+        # the same chat.
         second = "And how do I resume one?"
         await ask(page, second)
         await expect(page.locator("article.assistant")).to_have_count(2)
@@ -903,15 +964,25 @@ class TestResponsesApi:
             {"role": "assistant", "content": expected},
             {"role": "user", "content": second},
         ]
-        assert await shown_text(page) == await direct(system, history)
+        answer2 = await shown_text(page)
+        assert answer2 == await direct(system, history)
 
         posts = [(target, body) for method, target, body in calls if method == "POST"]
-        assert [target for target, _ in posts] == ["/v1/responses", "/v1/responses"]
-        assert posts[0][1] == {"model": "auto", "input": history[:1], "stream": True}
-        assert posts[1][1] == {"model": "auto", "input": history, "stream": True}
+        assert [target for target, _ in posts] == [
+            "/v1/conversations",
+            "/v1/responses",
+            "/v1/responses",
+        ]
+        assert posts[0][1] == {"metadata": {"title": first}}
+        conv = conversation_in(page)
+        for (_, body), question in zip(posts[1:], (first, second), strict=True):
+            user = {"role": "user", "content": question}
+            assert body == {"model": "auto", "input": [user], "conversation": conv, "stream": True}
         assert not [c for c in calls if c[1].startswith("/v1/chat/")]
+        await saved_items(system, conv, 4)
 
-        # The setting outlives a reload of the tab; back on Chat Completions, chat it is.
+        # The setting outlives a reload of the tab; back on Chat Completions, chat it is, and
+        # it continues the same conversation.
         await page.reload()
         await expect(page.locator("body")).to_have_attribute("data-ready", "true")
         await expect(page.locator("#api-active")).to_be_visible()  # the folded section says so
@@ -919,12 +990,15 @@ class TestResponsesApi:
         await expect(page.get_by_role("radio", name="Responses")).to_be_checked()
         await page.get_by_role("radio", name="Chat Completions").check()
         await expect(page.locator("#api-active")).to_be_hidden()
+        await expect(page.locator("article.assistant")).to_have_count(2)  # the history again
         await ask(page, first)
+        await expect(page.locator("article.assistant")).to_have_count(3)
         await expect(last_answer(page)).to_have_attribute(
             "data-state", "done", timeout=STREAM_WAIT_MS
         )
-        assert await shown_text(page) == expected
-        assert calls[-1][:2] == ("POST", "/v1/chat/completions")
+        history += [{"role": "assistant", "content": answer2}, {"role": "user", "content": first}]
+        assert await shown_text(page) == await direct(system, history)
+        assert [c for c in calls if c[0] == "POST"][-1][:2] == ("POST", "/v1/chat/completions")
 
     async def test_stop_cancels_the_response_and_the_upstream_generation(
         self, system: System, page: Page
@@ -978,7 +1052,10 @@ class TestResponsesApi:
             answer = last_answer(page)
             await expect(answer).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
             assert (proxy.cuts, proxy.refused) == (1, 1)
-        assert await shown_text(page) == await direct(system, [{"role": "user", "content": prompt}])
+        expected = await direct(system, [{"role": "user", "content": prompt}])
+        assert await shown_text(page) == expected
+        items = await saved_items(system, conversation_in(page), 2)
+        assert [item_text(i) for i in items] == [prompt, expected]  # kept whole, once
         statuses = await page.evaluate("window.__statuses")
         assert statuses[0] == "connection lost — reconnecting…", statuses
         assert statuses[-1] == "reconnected — continuing where it stopped", statuses
@@ -1099,3 +1176,262 @@ async def _fake_failed_response(route: Route) -> None:
         headers={"content-type": "text/event-stream", "x-request-id": "chatcmpl-1-0-0"},
         body=_sse(frames),
     )
+
+
+def chat_requests(page: Page) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """(headers, body) of the chat requests the page sends from now on."""
+    sent: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    def record(request: Request) -> None:
+        if request.method == "POST" and request.url.endswith("/v1/chat/completions"):
+            sent.append((request.headers, request.post_data_json or {}))
+
+    page.on("request", record)
+    return sent
+
+
+def chats(page: Page):  # type: ignore[no-untyped-def]
+    """The sidebar's list of recent conversations."""
+    return page.get_by_role("navigation", name="Recent chats")
+
+
+def chat_link(page: Page, title: str):  # type: ignore[no-untyped-def]
+    return chats(page).get_by_role("link", name=re.compile(f"^{re.escape(title)}"))
+
+
+def item_text(item: dict[str, Any]) -> str:
+    content = item["content"]
+    return content if isinstance(content, str) else "".join(p["text"] for p in content)
+
+
+async def until_done(page: Page, answers: int) -> None:
+    """Wait for the `answers`-th answer on the page to be whole."""
+    await expect(page.locator("article.assistant")).to_have_count(answers)
+    await expect(last_answer(page)).to_have_attribute("data-state", "done", timeout=STREAM_WAIT_MS)
+
+
+async def reload(page: Page) -> None:
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+
+
+class TestServerConversations:
+    """The chat is kept in a server-side conversation: the page sends each question alone."""
+
+    async def test_a_reload_shows_the_history_and_the_next_question_continues_it(
+        self, system: System, page: Page
+    ):
+        await open_chat(page, system.gateway_url)
+        sent = chat_requests(page)
+        calls = api_calls(page)
+        questions = [
+            "Where does a conversation live after a reload?",
+            "And who keeps its history?",
+            "So what does the third question see?",
+        ]
+        history: list[dict[str, str]] = []
+        for question in questions[:2]:
+            await ask(page, question)
+            await until_done(page, len(history) // 2 + 1)
+            history.append({"role": "user", "content": question})
+            answer = await shown_text(page)
+            assert answer == await direct(system, history)
+            history.append({"role": "assistant", "content": answer})
+        conv = conversation_in(page)
+        creates = [b for m, t, b in calls if (m, t) == ("POST", "/v1/conversations")]
+        assert creates == [{"metadata": {"title": questions[0]}}]  # the first question
+        items = await saved_items(system, conv, 4)
+        assert [item_text(i) for i in items] == [m["content"] for m in history]
+
+        # A reload shows the conversation again, and the sidebar marks it as the open one.
+        await reload(page)
+        assert conversation_in(page) == conv
+        await expect(page.locator("article.user")).to_have_text(questions[:2])
+        await expect(page.locator("article.assistant .answer")).to_have_text(
+            [m["content"] for m in history[1::2]]
+        )
+        await expect(chat_link(page, questions[0])).to_have_attribute("aria-current", "page")
+
+        # The third question continues it: llmsim's answer to the whole five-message chat.
+        await ask(page, questions[2])
+        await until_done(page, 3)
+        history.append({"role": "user", "content": questions[2]})
+        assert len(history) == 5
+        expected = await direct(system, history)
+        assert await shown_text(page) == expected
+        # Each request carried its own question alone, in the conversation.
+        assert [body["messages"] for _, body in sent] == [
+            [{"role": "user", "content": q}] for q in questions
+        ]
+        assert [headers.get("x-tokenbus-conversation-id") for headers, _ in sent] == [conv] * 3
+
+        # Regenerate takes the last turn out of the conversation, then asks again: the same
+        # answer, and the conversation holds it once.
+        await page.get_by_role("button", name="Regenerate").click()
+        await until_done(page, 3)
+        assert await shown_text(page) == expected
+        assert sent[-1][0].get("x-tokenbus-conversation-id") == conv
+        assert sent[-1][1]["messages"] == [history[-1]]
+        items = await saved_items(system, conv, 6)
+        assert [item_text(i) for i in items] == [m["content"] for m in history] + [expected]
+
+    async def test_new_chat_starts_another_conversation_and_the_sidebar_opens_either(
+        self, system: System, page: Page, tmp_path: Path
+    ):
+        await open_chat(page, system.gateway_url)
+        first, second = "Sidebar: the first chat", "Sidebar: the second chat"
+        await ask(page, first)
+        await until_done(page, 1)
+        answer = await shown_text(page)
+        conv1 = conversation_in(page)
+
+        await page.get_by_role("button", name="New chat").click()
+        await expect(page.locator("article")).to_have_count(0)
+        assert "#" not in page.url
+        await expect(chat_link(page, first)).not_to_have_attribute("aria-current", "page")
+        await ask(page, second)
+        await until_done(page, 1)
+        conv2 = conversation_in(page)
+        assert conv2 != conv1
+
+        # Both are listed, newest first, with their titles and a relative time.
+        link1, link2 = chat_link(page, first), chat_link(page, second)
+        await expect(link2).to_have_attribute("aria-current", "page")
+        await expect(link2).to_have_attribute("href", f"#conv={conv2}")
+        await expect(link2.locator("time")).to_have_text("just now")
+        await expect(link1).not_to_have_attribute("aria-current", "page")
+        titles = await chats(page).locator(".chat-title").all_inner_texts()
+        assert titles.index(second) < titles.index(first)
+
+        # Keys alone open the first one: its history comes back, and it is the open one.
+        await link1.focus()
+        await page.keyboard.press("Enter")
+        await expect(page).to_have_url(re.compile(f"#conv={conv1}$"))
+        await expect(page.locator("article.user")).to_have_text([first])
+        await expect(page.locator("article.assistant .answer")).to_have_text([answer])
+        await expect(link1).to_have_attribute("aria-current", "page")
+        await expect(link2).not_to_have_attribute("aria-current", "page")
+
+        # One without a title (made through the API) is listed as such.
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(
+                f"{system.gateway_url}/v1/conversations",
+                json={},
+                headers={"authorization": "Bearer any-key"},
+            )
+        untitled = response.raise_for_status().json()["id"]
+        await reload(page)
+        await expect(chats(page).locator(f'a[href="#conv={untitled}"] .chat-title')).to_have_text(
+            "Untitled"
+        )
+        await expect(link1).to_have_attribute("aria-current", "page")  # still the open one
+        await page.screenshot(path=str(tmp_path / "webchat-sidebar.png"))
+
+    async def test_a_stopped_answer_comes_back_as_such(self, system: System, page: Page):
+        await open_chat(page, system.gateway_url)
+        await page.get_by_label("Model").select_option("large")  # 30 tokens/s: time to Stop
+        prompt = "Stop me, then reload"
+        await ask(page, prompt)
+        await words_shown(page, lambda n: n >= 3)
+        await page.get_by_role("button", name="Stop").click()
+        await expect(last_answer(page)).to_have_attribute("data-state", "stopped")
+        conv = conversation_in(page)
+        items = await saved_items(system, conv, 2)
+        assert items[1]["status"] == "incomplete"  # the gateway's marker, not half an answer
+
+        await reload(page)
+        await expect(page.locator("article.user")).to_have_text([prompt])
+        answer = last_answer(page)
+        await expect(answer).to_have_attribute("data-state", "stopped")
+        await expect(answer.locator(".status")).to_have_text("This answer was cancelled.")
+        await expect(answer.locator(".answer")).to_be_empty()
+
+        # The next question goes on without the marker (the model never sees it).
+        await page.get_by_label("Model").select_option("auto")
+        follow = "Now answer in full"
+        await ask(page, follow)
+        await until_done(page, 2)
+        history = [{"role": "user", "content": prompt}, {"role": "user", "content": follow}]
+        assert await shown_text(page) == await direct(system, history)
+
+    async def test_a_question_while_the_conversation_is_busy_waits_for_it(
+        self, system: System, page: Page
+    ):
+        await open_chat(page, system.gateway_url)
+        first = "Busy: the first question"
+        await ask(page, first)
+        await until_done(page, 1)
+        history = [{"role": "user", "content": first}]
+        history.append({"role": "assistant", "content": await shown_text(page)})
+        conv = conversation_in(page)
+        await saved_items(system, conv, 2)
+
+        # Another client's turn holds the conversation (slowly, on the large model)...
+        other = {"role": "user", "content": "Another client's question"}
+
+        async def elsewhere() -> str:
+            async with httpx.AsyncClient(timeout=30) as client:
+                response = await client.post(
+                    f"{system.gateway_url}/v1/chat/completions",
+                    json={"model": "large", "messages": [other]},
+                    headers={"authorization": "Bearer any-key", "x-tokenbus-conversation-id": conv},
+                )
+            return str(response.raise_for_status().json()["choices"][0]["message"]["content"])
+
+        async def streaming() -> bool:
+            return (await llmsim_stats(system.llmsim_url))["open_streams"] == 1
+
+        before = await llmsim_stats(system.llmsim_url)
+        held = asyncio.create_task(elsewhere())
+        await eventually(streaming, within=10)
+        # ... so the page's question waits (409 conversation_busy), then goes after it.
+        second = "Busy: the second question"
+        await ask(page, second)
+        status = last_answer(page).locator(".status")
+        await expect(status).to_have_text("waiting for the previous turn to be saved…")
+        history += [other, {"role": "assistant", "content": await held}]
+        await until_done(page, 2)
+        history.append({"role": "user", "content": second})
+        assert await shown_text(page) == await direct(system, history)
+        await expect(status).to_be_empty()
+        after = await llmsim_stats(system.llmsim_url)
+        assert after["streams_closed_early"] == before["streams_closed_early"]
+
+    async def test_the_responses_api_keeps_the_conversation_across_a_reload(
+        self, system: System, page: Page
+    ):
+        await open_chat(page, system.gateway_url)
+        calls = api_calls(page)
+        await use_responses_api(page)
+        first = "Responses in a conversation: what is kept?"
+        await ask(page, first)
+        await until_done(page, 1)
+        history = [{"role": "user", "content": first}]
+        answer = await shown_text(page)
+        assert answer == await direct(system, history)
+        conv = conversation_in(page)
+        await saved_items(system, conv, 2)
+
+        await reload(page)
+        await expect(page.locator("#api-active")).to_be_visible()  # still the Responses API
+        await expect(page.locator("article.user")).to_have_text([first])
+        await expect(page.locator("article.assistant .answer")).to_have_text([answer])
+        second = "And after the reload?"
+        await ask(page, second)
+        await until_done(page, 2)
+        history += [{"role": "assistant", "content": answer}, {"role": "user", "content": second}]
+        assert await shown_text(page) == await direct(system, history)
+
+        posts = [b for m, t, b in calls if (m, t) == ("POST", "/v1/responses")]
+        assert posts == [
+            {
+                "model": "auto",
+                "input": [{"role": "user", "content": q}],
+                "conversation": conv,
+                "stream": True,
+            }
+            for q in (first, second)
+        ]
+        assert not [c for c in calls if c[1].startswith("/v1/chat/")]
+        items = await saved_items(system, conv, 4)
+        assert [item_text(i) for i in items[:3]] == [m["content"] for m in history]

@@ -1,10 +1,28 @@
-// The web chat's controller: API key, model picker, and the conversation's turns.
-// Streaming and resume live in stream.js (Chat Completions) and responses.js (Responses),
-// the DOM in view.js.
+// The web chat's controller: the conversation's turns. The API key and models live in
+// keys.js, the server-side conversation in conversations.js (the sidebar in sidebar.js),
+// streaming and resume in stream.js (Chat Completions) and responses.js (Responses), the DOM
+// in view.js.
+import {
+  conversationInUrl,
+  conversationItems,
+  conversationProblem,
+  createConversation,
+  deleteConversation,
+  dropLastTurn,
+  forgetConversation,
+  keepConversation,
+  questions,
+  savedConversation,
+  showItems,
+  whenFree,
+} from "./conversations.js";
 import { chosenApi, extraFields } from "./extras.js";
+import { chosenModel, currentKey, keyDialogOpen, openKeyDialog, startKeys } from "./keys.js";
 import { responsesBody, streamResponse } from "./responses.js";
+import { halt, handlers, newRun } from "./run.js";
+import { markCurrent, refreshSidebar } from "./sidebar.js";
 import { chatBody, HttpError, streamChat } from "./stream.js";
-import { addAssistantTurn, addUserTurn, clearConversation, describeError } from "./view.js";
+import { addAssistantTurn, addUserTurn, clearConversation, describeError, hideNotice, showNotice } from "./view.js";
 
 const $ = (id) => document.getElementById(id);
 const form = $("composer");
@@ -12,113 +30,24 @@ const prompt = $("prompt");
 const sendButton = $("send");
 const stopButton = $("stop");
 const regenerateButton = $("regenerate");
-const modelSelect = $("model");
-const notice = $("notice");
-const noticeText = $("notice-text");
-const noticeKeyButton = $("notice-key");
-const keyDialog = $("key-dialog");
-const keyForm = $("key-form");
-const keyInput = $("key-input");
-const keyError = $("key-error");
 
-// sessionStorage: the key lives as long as the tab, and never leaves this origin.
-const KEY_STORAGE = "tokenbus.apiKey";
-const MODEL_STORAGE = "tokenbus.model";
-const ALIASES = ["auto", "small", "large"];
-const LABELS = { auto: "auto (routed per prompt)", small: "small tier", large: "large tier" };
 const TOOLS_NOT_RUN = "The model asked to call tools. This page shows the calls but cannot run them.";
 
-let apiKey = sessionStorage.getItem(KEY_STORAGE);
-let devMode = false;
-/** The conversation as sent to the API: [{role, content}], the user's and the answers' texts
- * (what of an answer the model sees again: see keepInHistory). */
+/** The conversation's texts: [{role, content}], the user's and the answers' (what of an
+ * answer the model sees again: see keepInHistory). Sent whole only where the gateway keeps no
+ * conversations; otherwise its questions are what Regenerate and the counts go by. */
 let history = [];
+/** The open server-side conversation's id; null for a new chat (until its first question). */
+let conversationId = null;
+/** How many of the conversation's questions the gateway took (each is appended with its
+ * answer, or a marker, once the answer ends). */
+let saved = 0;
+/** The gateway keeps no conversations (503 on creating one): the page sends the history. */
+let stateless = false;
+/** The conversation being read ({id}), or null; the composer waits for it. */
+let loading = null;
 /** The answer being streamed, or null. */
 let current = null;
-
-// ---- notices (errors that belong to no answer: a send that failed, a key that was refused)
-
-function showNotice(message, { keyAction = false } = {}) {
-  noticeText.textContent = message;
-  noticeKeyButton.hidden = !keyAction;
-  notice.hidden = false;
-}
-
-function hideNotice() {
-  notice.hidden = true;
-}
-
-// ---- API key and models
-
-function authHeaders(key) {
-  return key ? { authorization: `Bearer ${key}` } : {};
-}
-
-function fillModels(ids) {
-  const chosen = modelSelect.value || sessionStorage.getItem(MODEL_STORAGE) || "auto";
-  const names = [...new Set([...ALIASES, ...ids])];
-  modelSelect.replaceChildren(
-    ...names.map((name) => {
-      const option = document.createElement("option");
-      option.value = name;
-      option.textContent = LABELS[name] ?? name;
-      return option;
-    }),
-  );
-  modelSelect.value = names.includes(chosen) ? chosen : "auto";
-}
-
-/** GET /v1/models with `key` (none: the dev-mode probe); the response, or null offline. */
-async function fetchModels(key) {
-  try {
-    const response = await fetch("/v1/models", { headers: authHeaders(key) });
-    if (response.ok) fillModels((await response.json()).data.map((m) => m.id));
-    return response;
-  } catch {
-    return null;
-  }
-}
-
-function openKeyDialog(message = "") {
-  keyInput.value = "";
-  keyError.textContent = message;
-  if (!keyDialog.open) keyDialog.showModal();
-  keyInput.focus();
-}
-
-keyDialog.addEventListener("cancel", (event) => {
-  if (!apiKey) event.preventDefault(); // without a key nothing works: the question stays
-});
-
-keyForm.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const value = keyInput.value.trim();
-  if (devMode) {
-    saveKey(value || "dev"); // the gateway ignores it; the SDK examples use "dev" too
-    return;
-  }
-  if (!value) {
-    keyError.textContent = "Enter your API key.";
-    return;
-  }
-  keyError.textContent = "Checking…";
-  const response = await fetchModels(value);
-  if (response === null) keyError.textContent = "Could not reach the gateway. Try again.";
-  else if (response.status === 401 || response.status === 403) {
-    keyError.textContent = "The gateway did not accept this key. Check it and try again.";
-  } else saveKey(value);
-});
-
-function saveKey(key) {
-  apiKey = key;
-  sessionStorage.setItem(KEY_STORAGE, key);
-  keyError.textContent = "";
-  keyDialog.close();
-  hideNotice();
-  prompt.focus();
-}
-
-modelSelect.addEventListener("change", () => sessionStorage.setItem(MODEL_STORAGE, modelSelect.value));
 
 // ---- the conversation
 
@@ -126,8 +55,9 @@ function setBusy(busy) {
   sendButton.hidden = busy;
   stopButton.hidden = !busy;
   stopButton.disabled = false;
-  regenerateButton.disabled = busy || !history.some((m) => m.role === "user");
-  form.setAttribute("aria-busy", String(busy));
+  sendButton.disabled = loading !== null;
+  regenerateButton.disabled = busy || loading !== null || !questions(history);
+  form.setAttribute("aria-busy", String(busy || loading !== null));
 }
 
 /** Give a text that could not be sent back to the composer, ahead of anything typed since. */
@@ -138,8 +68,8 @@ function restoreInput(text) {
 
 function send() {
   const text = prompt.value;
-  if (current || !text.trim()) return;
-  if (!apiKey) {
+  if (current || loading || !text.trim()) return;
+  if (!currentKey()) {
     openKeyDialog(); // the text stays in the composer
     return;
   }
@@ -151,45 +81,88 @@ function send() {
   answer({ userTurn: addUserTurn(text), text, extra });
 }
 
+/**
+ * Ask for the last answer again. In a conversation the last turn is deleted from it first and
+ * its question sent again as a new turn (dropLastTurn in conversations.js): the model answers
+ * the same history, and the conversation, as a reload shows it, keeps only the new answer.
+ */
 function regenerate() {
-  if (current) return;
+  if (current || loading) return;
   const extra = extraFields();
   if (extra === null) return;
   hideNotice();
   const last = $("conversation").lastElementChild;
   if (last?.classList.contains("assistant")) last.remove();
   if (history.at(-1)?.role === "assistant") history.pop();
-  if (history.length) answer({ extra });
+  if (history.length) answer({ extra, again: true });
+}
+
+/** The conversation to send the question in (created for a new chat's first question, after a
+ * Regenerate without its last turn), or null when the gateway keeps none. */
+async function prepare(run, { text, again }) {
+  if (stateless) return null;
+  if (!conversationId) {
+    let id;
+    try {
+      id = await createConversation(currentKey(), text ?? history.find((m) => m.role === "user").content);
+    } catch (err) {
+      if (!(err instanceof HttpError && err.status === 503)) throw err;
+      stateless = true; // e.g. no database: the page keeps the history itself, as it used to
+      return null;
+    }
+    if (run.discarded) return null; // New chat meanwhile: this one stays unused
+    run.created = true;
+    adopt(id, 0);
+    refreshSidebar(currentKey());
+    return id;
+  }
+  const id = conversationId;
+  if (again) {
+    const count = await dropLastTurn({ apiKey: currentKey(), id, history, saved, run });
+    if (!run.discarded) saved = count;
+  }
+  return id;
+}
+
+/** Delete the new chat's conversation its first question never reached: no empty chat is
+ * listed, and the question, sent again, starts another. */
+function abandon() {
+  const id = conversationId;
+  conversationId = null;
+  forgetConversation();
+  markCurrent(null);
+  deleteConversation(currentKey(), id).finally(() => refreshSidebar(currentKey()));
+}
+
+/** `id` is the open conversation, with `count` questions saved. */
+function adopt(id, count) {
+  conversationId = id;
+  saved = count;
+  keepConversation(id);
+  markCurrent(id);
 }
 
 /**
- * Stream the answer to `history`, with the `extra` request fields (from Advanced);
- * `userTurn`/`text` are undone and restored if it fails.
+ * Stream the answer to the last question, with the `extra` request fields (from Advanced);
+ * `userTurn`/`text` are undone and restored if it fails (`again`: a Regenerate).
  */
-async function answer({ userTurn = null, text = null, extra = {} }) {
+async function answer({ userTurn = null, text = null, extra = {}, again = false }) {
   const view = addAssistantTurn();
-  const run = {
-    view,
-    controller: new AbortController(),
-    requestId: null,
-    cancel: null, // asks the gateway to stop generating, once the stream says how
-    answered: false, // the gateway accepted the request (headers received)
-    stopped: false,
-    discarded: false, // New chat was pressed: nothing of this run may touch the new chat
-    t0: performance.now(),
-    tFirst: null,
-    tLast: null,
-    deltas: 0,
-    reconnects: 0,
-    finish: null, // the answer's finish_reason
-  };
+  const run = newRun(view);
   current = run;
   setBusy(true);
   const responses = chosenApi() === "responses"; // the same answer, through either API
-  const body = (responses ? responsesBody : chatBody)({ extra, model: modelSelect.value, history });
   try {
+    const conversation = await prepare(run, { text, again });
+    if (run.discarded) return;
+    if (run.stopped) throw new DOMException("Stopped before it was sent.", "AbortError");
+    run.conversation = conversation;
+    // In a conversation only the question goes: the gateway has the history.
+    const messages = conversation ? [history.findLast((m) => m.role === "user")] : history;
+    const body = (responses ? responsesBody : chatBody)({ extra, model: chosenModel(), messages, conversation });
     const stream = responses ? streamResponse : streamChat;
-    await stream({ body, apiKey, signal: run.controller.signal, on: handlers(run) });
+    const request = { body, apiKey: currentKey(), conversation, signal: run.controller.signal, on: handlers(run) };
+    await whenFree(run, () => stream(request));
     if (run.finish === "cancelled") {
       view.end("stopped"); // by a cancel from elsewhere: another tab, the API, an operator
       view.setStatus("This answer was cancelled.");
@@ -201,7 +174,7 @@ async function answer({ userTurn = null, text = null, extra = {} }) {
     }
   } catch (err) {
     if (run.discarded) return;
-    if (run.stopped) {
+    if (run.stopped && run.sent) {
       view.end("stopped");
       view.setStatus("Stopped.");
     } else if (!run.answered) {
@@ -212,24 +185,29 @@ async function answer({ userTurn = null, text = null, extra = {} }) {
         history.pop();
         restoreInput(text);
       }
-      const keyAction = err instanceof HttpError && (err.status === 401 || err.status === 403);
-      showNotice(describeError(err), { keyAction });
+      if (run.created) abandon();
+      if (!run.stopped) {
+        const keyAction = err instanceof HttpError && (err.status === 401 || err.status === 403);
+        showNotice(conversationProblem(err) ?? describeError(err), { keyAction });
+      }
     } else {
       view.end("failed");
       view.setStatus(describeError(err), "error");
     }
   } finally {
     if (!run.discarded) {
+      if (run.answered && run.conversation) saved += 1; // appended when the answer ended
       keepInHistory(view);
       current = null;
       setBusy(false);
+      if (conversationId) refreshSidebar(currentKey()); // its place and time changed
     }
   }
 }
 
 /**
- * Add what of a finished answer the model should see next to `history`. A stopped or broken
- * answer goes as far as it got, as shown.
+ * Add what of a finished answer the model should see next to `history` (sent only where the
+ * gateway keeps no conversations). A stopped or broken answer goes as far as it got, as shown.
  *
  * - Tool calls are left out (the answer's text, if it had any, is kept as a plain assistant
  *   turn; an answer of calls alone leaves no turn, so two user turns follow each other, which
@@ -248,64 +226,6 @@ function keepInHistory(view) {
   if (content) history.push({ role: "assistant", content });
 }
 
-function handlers(run) {
-  const { view } = run;
-  const rate = (tokens) => {
-    const seconds = (run.tLast - run.tFirst) / 1000;
-    return tokens > 1 && seconds > 0 ? (tokens - 1) / seconds : null;
-  };
-  // Any streamed piece counts as a token for the first-token time and the rate: reasoning,
-  // text, refusal or a tool call's fragment (usage's completion_tokens counts them all).
-  const tick = () => {
-    const now = performance.now();
-    if (run.tFirst === null) {
-      run.tFirst = now;
-      view.setFacts({ ttftMs: now - run.t0 });
-    }
-    run.tLast = now;
-    run.deltas += 1;
-    view.setFacts({ rate: rate(run.deltas) });
-  };
-  const shown = (show) => (piece) => {
-    show(piece);
-    tick();
-  };
-  return {
-    response({ requestId, route, model, score, reason }) {
-      run.answered = true;
-      run.requestId = requestId;
-      view.turn.dataset.requestId = requestId;
-      view.setFacts({ route, model, score, reason });
-    },
-    cancelable(cancel) {
-      run.cancel = cancel;
-      if (run.stopped) halt(run); // Stop was pressed while the request waited for a worker
-    },
-    delta: shown((text) => view.append(text)),
-    reasoning: shown((text) => view.reason(text)),
-    refusal: shown((text) => view.refuse(text)),
-    toolCall: shown((piece) => view.toolCall(piece)),
-    model(name) {
-      view.setFacts({ model: name });
-    },
-    finish(reason) {
-      run.finish = reason;
-    },
-    usage(usage) {
-      view.setFacts({ usage, rate: rate(usage.completion_tokens) ?? view.values.rate });
-    },
-    connectionLost(attempt) {
-      const retry = attempt > 1 ? ` (attempt ${attempt})` : "";
-      view.setStatus(`connection lost — reconnecting…${retry}`, "warn");
-    },
-    reconnected() {
-      run.reconnects += 1;
-      view.setStatus("reconnected — continuing where it stopped");
-      view.setFacts({ reconnects: run.reconnects });
-    },
-  };
-}
-
 function stop() {
   const run = current;
   if (!run || run.stopped) return;
@@ -318,30 +238,61 @@ function stop() {
   if (run.cancel) halt(run);
 }
 
-/** Stop for real: tell the gateway (so the upstream model stops), then drop the stream. */
-function halt(run) {
-  run
-    .cancel()
-    .then((response) => {
-      if (!response.ok) throw new HttpError(response.status, response.statusText);
-    })
-    .catch(() => {
-      if (!run.discarded) run.view.setStatus("Stopped here, but the gateway could not be told to stop generating.", "error");
-    });
-  run.controller.abort();
-}
-
-function newChat() {
+/** Leave the answer being streamed (it is stopped) and the conversation on screen. */
+function leave() {
   if (current) {
     stop();
     current.discarded = true;
     current = null;
   }
   history = [];
+  conversationId = null;
+  saved = 0;
+  loading = null;
   clearConversation();
   hideNotice();
+}
+
+/** New chat: an empty one; its first question starts a new conversation. */
+function newChat() {
+  leave();
+  forgetConversation();
+  markCurrent(null);
   setBusy(false);
   prompt.focus();
+}
+
+/** Show conversation `id` (from the URL, the tab's last one, or a pick in the sidebar). */
+async function openConversation(id) {
+  leave();
+  const mine = { id };
+  conversationId = id;
+  loading = mine;
+  markCurrent(id);
+  setBusy(false);
+  try {
+    const items = await conversationItems(currentKey(), id);
+    if (loading !== mine) return; // left meanwhile
+    history = showItems(items);
+    adopt(id, questions(history));
+  } catch (err) {
+    if (loading !== mine) return;
+    if (conversationProblem(err)) {
+      // Deleted, or expired: a new chat instead.
+      conversationId = null;
+      forgetConversation();
+      markCurrent(null);
+      showNotice("That conversation no longer exists (deleted, or unused for too long). Here is a new chat.");
+    } else {
+      const keyAction = err instanceof HttpError && (err.status === 401 || err.status === 403);
+      showNotice(`The conversation could not be loaded. ${describeError(err)}`, { keyAction });
+    }
+  } finally {
+    if (loading === mine) {
+      loading = null;
+      setBusy(false);
+    }
+  }
 }
 
 // ---- controls and keys
@@ -353,8 +304,6 @@ form.addEventListener("submit", (event) => {
 stopButton.addEventListener("click", stop);
 regenerateButton.addEventListener("click", regenerate);
 $("new-chat").addEventListener("click", newChat);
-$("change-key").addEventListener("click", () => openKeyDialog());
-noticeKeyButton.addEventListener("click", () => openKeyDialog());
 
 prompt.addEventListener("keydown", (event) => {
   // Enter sends, Shift+Enter is a new line; never while an IME is composing a character.
@@ -365,32 +314,33 @@ prompt.addEventListener("keydown", (event) => {
 });
 
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && current && !keyDialog.open) {
+  if (event.key === "Escape" && current && !keyDialogOpen()) {
     event.preventDefault();
     stop();
   }
 });
 
-// ---- start: is this a dev-mode gateway (models answer without a key)?
+// A conversation link (the sidebar's, Back and Forward, an edited URL) opens its conversation;
+// a URL without one is a new chat.
+window.addEventListener("hashchange", () => {
+  const id = conversationInUrl();
+  if (id && id !== conversationId) openConversation(id);
+  else if (!id && conversationId) newChat();
+});
+
+// ---- start
+
+/** With a key (the tab's, or one just entered): the sidebar, and the conversation to show. */
+async function keyed(key) {
+  refreshSidebar(key);
+  const id = conversationId ?? savedConversation();
+  if (id && !current && !questions(history)) await openConversation(id);
+}
 
 async function start() {
-  fillModels([]);
-  const probe = await fetchModels(null);
-  devMode = probe?.ok === true;
-  for (const hint of document.querySelectorAll(".dev-hint")) hint.hidden = !devMode;
-  if (probe === null) showNotice("Could not reach the gateway. Check that it is running, then reload.");
-  if (!apiKey) {
-    openKeyDialog();
-  } else if (!devMode) {
-    const response = await fetchModels(apiKey);
-    if (response?.status === 401 || response?.status === 403) {
-      showNotice("The saved API key is no longer accepted. Choose “API key” to enter another one.", {
-        keyAction: true,
-      });
-    }
-  }
+  setBusy(false);
+  await startKeys(keyed);
   document.body.dataset.ready = "true"; // for tests and for CSS: the page is wired up
 }
 
-setBusy(false);
 start();

@@ -5,6 +5,7 @@
 //   {"tools": [{"type": "function", "function": {"name": "get_weather"}}],
 //    "metadata": {"llmsim_reasoning": "5"}}
 // (the Responses API's function tools are flat: {"type": "function", "name": "get_weather"}).
+// The conversation (chat: a header; Responses: the `conversation` field) is the page's own.
 const $ = (id) => document.getElementById(id);
 const advanced = $("advanced");
 const box = $("extra-fields");
@@ -20,7 +21,7 @@ const API_STORAGE = "tokenbus.api";
 // ignored or break the page's stream, so it is refused with a message instead.
 const OWN = {
   chat: ["model", "messages", "stream", "stream_options"],
-  responses: ["model", "input", "stream"],
+  responses: ["model", "input", "stream", "conversation"],
 };
 
 /** The API answers are streamed through: "chat" (Chat Completions) or "responses". */

@@ -5,19 +5,22 @@
 import { authHeaders, httpError, readResuming, sseFrames, StreamError } from "./stream.js";
 
 /**
- * The Responses request for `history` ([{role, content}]): the turns as message input items,
- * which the Responses API accepts in chat's shape; the `extra` request fields merged in.
+ * The Responses request for `messages` ([{role, content}]): the turns as message input items,
+ * which the Responses API accepts in chat's shape; the `extra` request fields merged in. With
+ * a server-side `conversation` (its id), `messages` is only the new turn: the gateway puts the
+ * history before it and appends the turn when the answer ends.
  */
-export function responsesBody({ extra, model, history }) {
+export function responsesBody({ extra, model, messages, conversation = null }) {
   return {
     ...extra, // never one of the page's own fields below (extras.js refuses those)
     model,
-    input: history.map(({ role, content }) => ({ role, content })),
+    input: messages.map(({ role, content }) => ({ role, content })),
+    ...(conversation ? { conversation } : {}),
     stream: true,
   };
 }
 
-/** Stream one answer; the same contract as streamChat (stream.js). */
+/** Stream one answer; the same contract as streamChat (stream.js), the conversation in `body`. */
 export async function streamResponse({ body, apiKey, signal, on }) {
   const response = await fetch("/v1/responses", {
     method: "POST",

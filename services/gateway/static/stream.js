@@ -122,12 +122,15 @@ function backoffMs(attempt) {
   return Math.round(ceiling * (0.5 + Math.random() / 2)); // jitter: clients cut together retry apart
 }
 
-/** The chat request for `history` ([{role, content}]), with the `extra` request fields. */
-export function chatBody({ extra, model, history }) {
+/**
+ * The chat request for `messages` ([{role, content}]: the whole history, or only the new turn
+ * of a server-side conversation), with the `extra` request fields.
+ */
+export function chatBody({ extra, model, messages }) {
   return {
     ...extra, // never one of the page's own fields below (extras.js refuses those)
     model,
-    messages: history.map(({ role, content }) => ({ role, content })),
+    messages: messages.map(({ role, content }) => ({ role, content })),
     stream: true,
     stream_options: { include_usage: true },
   };
@@ -139,15 +142,20 @@ export function chatBody({ extra, model, history }) {
  * model(name), finish(reason), usage(usage), connectionLost(attempt, delayMs), reconnected().
  * `cancel()` asks the gateway to stop generating (a fetch's promise); `piece` is one entry of
  * OpenAI's streamed `delta.tool_calls`: {index, id?, type?, function: {name?, arguments}};
- * `usage` has chat's names (prompt_tokens, completion_tokens, total_tokens).
+ * `usage` has chat's names (prompt_tokens, completion_tokens, total_tokens). `conversation`:
+ * the id of the server-side conversation the answer continues (`body` has only the new turn).
  * Resolves at `[DONE]`; rejects with HttpError (before or on resume), StreamError, a
  * TypeError (gateway unreachable) or the signal's AbortError. responses.js streams through
  * the Responses API onto the same `on`.
  */
-export async function streamChat({ body, apiKey, signal, on }) {
+export async function streamChat({ body, apiKey, conversation = null, signal, on }) {
+  const sent = { "content-type": "application/json", accept: "text/event-stream", ...authHeaders(apiKey) };
+  // The gateway puts the conversation's history before `body.messages`, and appends the new
+  // turn when the answer ends (docs/conversations.md).
+  if (conversation) sent["x-tokenbus-conversation-id"] = conversation;
   const response = await fetch("/v1/chat/completions", {
     method: "POST",
-    headers: { "content-type": "application/json", accept: "text/event-stream", ...authHeaders(apiKey) },
+    headers: sent,
     body: JSON.stringify(body),
     signal,
   });

@@ -5,6 +5,19 @@ import { HttpError, StreamError } from "./stream.js";
 
 const conversation = document.getElementById("conversation");
 const empty = document.getElementById("empty"); // the first-visit hint, inside the conversation
+const notice = document.getElementById("notice");
+
+// ---- notices (errors that belong to no answer: a send that failed, a key that was refused)
+
+export function showNotice(message, { keyAction = false } = {}) {
+  document.getElementById("notice-text").textContent = message;
+  document.getElementById("notice-key").hidden = !keyAction;
+  notice.hidden = false;
+}
+
+export function hideNotice() {
+  notice.hidden = true;
+}
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -41,8 +54,12 @@ export function addUserTurn(text) {
   return turn;
 }
 
-/** The assistant's turn; returns the handle the controller updates as the answer streams. */
-export function addAssistantTurn() {
+/**
+ * The assistant's turn; returns the handle the controller updates as the answer streams.
+ * `past`: an answer of the conversation's history, shown whole at once: no typing indicator,
+ * and not announced (a reader is not read the whole history on opening a conversation).
+ */
+export function addAssistantTurn({ past = false } = {}) {
   empty.hidden = true;
   const typing = el(
     "span",
@@ -55,13 +72,13 @@ export function addAssistantTurn() {
   // of re-reading it after every token.
   const answer = el("div", {
     class: "bubble answer markdown",
-    "aria-live": "polite",
-    "aria-busy": "true",
+    ...(past ? {} : { "aria-live": "polite", "aria-busy": "true" }),
     "aria-label": "Answer",
   });
   const status = el("p", { class: "status", role: "status" });
   const facts = el("p", { class: "facts", "aria-label": "Answer details" });
   const turn = el("article", { class: "turn assistant", "aria-label": "tokenbus" }, typing, answer, status, facts);
+  if (past) typing.remove();
   conversation.append(turn);
   scrollToEnd();
   return new AnswerView(turn, typing, answer, status, facts);
