@@ -51,3 +51,7 @@ class Topics:
 
 
 TOPICS = Topics()
+
+# The benchmark's own topic, for the floor of one Kafka hop (produce -> fetch) on the machine;
+# no service reads or writes it, and it is created only by the benchmark.
+HOP_PROBE = Topic("bench.hop", "none", 1, bytes, retention_ms=_HOUR_MS)

@@ -7,6 +7,7 @@ from pathlib import Path
 from services.inference.settings import InferenceSettings
 
 PRODUCT_COALESCE_MS = float(InferenceSettings.model_fields["coalesce_ms"].default)
+PRODUCT_BUSY_MS = float(InferenceSettings.model_fields["coalesce_busy_ms"].default)
 
 
 @dataclass
@@ -17,7 +18,8 @@ class BenchOptions:
     duration_s: float = 10.0  # measured seconds per scenario
     idle_duration_s: float = 40.0  # ... at concurrency 1, for enough samples for a p99
     warmup_s: float = 3.0
-    coalesce_ms: float = PRODUCT_COALESCE_MS  # the workers' window in the main scenarios
+    coalesce_ms: float = PRODUCT_COALESCE_MS  # the workers' window alone, main scenarios
+    coalesce_busy_ms: float = PRODUCT_BUSY_MS  # ... and under load
     sweep_ms: list[float] = field(default_factory=lambda: [0.0, 5.0, 10.0, 25.0])
     sweep_concurrency: int = 20  # below saturation, so the window, not queueing, shows
     workers: int = 2
@@ -68,7 +70,12 @@ def parser(prog: str = "python -m services.bench") -> argparse.ArgumentParser:
     add("--duration", type=float, help=f"measured seconds per scenario ({d.duration_s:g})")
     add("--idle-duration", type=float, help=f"... at concurrency 1 ({d.idle_duration_s:g})")
     add("--warmup", type=float, help=f"unmeasured seconds before each ({d.warmup_s:g})")
-    add("--coalesce-ms", type=float, help=f"workers' window, main scenarios ({d.coalesce_ms:g})")
+    add(
+        "--coalesce-ms",
+        type=float,
+        help=f"workers' window alone, main scenarios ({d.coalesce_ms:g})",
+    )
+    add("--coalesce-busy-ms", type=float, help=f"... under load ({d.coalesce_busy_ms:g})")
     add("--sweep-ms", type=lambda t: _numbers(float, t), help="coalescing sweep, e.g. 0,5,10,25")
     add("--sweep-concurrency", type=int, help=f"streams during the sweep ({d.sweep_concurrency})")
     add("--workers", type=int, help=f"inference workers ({d.workers})")

@@ -113,13 +113,24 @@ def _other_load(result: Row) -> int:
     return round(sum(loads) / len(loads)) if loads else 0
 
 
+def _floor(result: Row) -> str:
+    hop = result.get("kafka_hop_ms")
+    if not hop:
+        return ""
+    return (
+        f"One Kafka hop (produce, then the fetch that returns it) took p50 {hop['p50']:.1f} / "
+        f"p99 {hop['p99']:.1f} ms on this machine; a first token takes two. "
+    )
+
+
 def markdown(result: Row) -> str:
     c = result["config"]
     setup = (
         f"{c['cpus']} CPUs, everything local (Kafka broker, {c['workers']} workers, one "
         f"gateway, llmsim, the load generator); llmsim TTFT {c['ttft_ms']:g} ms, "
         f"{c['tokens_per_second']:g} tokens/s, {c['max_tokens']}-token answers; workers "
-        f"coalesce {c['coalesce_ms']:g} ms. Closed loop: N clients stream back to back for "
+        f"coalesce {c['coalesce_ms']:g} ms alone, up to {c.get('coalesce_busy_ms', 0):g} ms under "
+        f"load. {_floor(result)}Closed loop: N clients stream back to back for "
         f"{c['duration_s']:g} s ({c['idle_duration_s']:g} s at 1 stream) after "
         f"{c['warmup_s']:g} s of warm-up. Added = tokenbus minus direct under the same load; "
         "ITL = gap between text frames; errors include answers that differ from llmsim's. "

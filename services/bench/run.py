@@ -13,6 +13,7 @@ from typing import Any
 
 from contracts.topics import TOPICS
 from infra.kafka.find import session_broker
+from services.bench.hop import kafka_hop_ms
 from services.bench.kafka import OffsetCounter, wait_group_stable
 from services.bench.load import Load, Target
 from services.bench.measure import log_problems, raise_nofile
@@ -50,6 +51,7 @@ def run_bench(options: BenchOptions) -> Row:
                 "TOKENBUS_MAX_CONCURRENCY": str(options.max_concurrency),
                 "TOKENBUS_GROUP_ID": f"{prefix}inference",  # no rebalances with other systems
                 "TOKENBUS_COALESCE_MS": f"{options.coalesce_ms:g}",
+                "TOKENBUS_COALESCE_BUSY_MS": f"{options.coalesce_busy_ms:g}",
             },
             llmsim_port=options.llmsim_port,
         )
@@ -107,6 +109,9 @@ async def _scenarios(system: System, options: BenchOptions, run_id: str) -> Row:
     async with OffsetCounter(system.bootstrap, topics.tokens.name, topics.tokens.partitions) as rec:
         probe = Probe(system, rec, extra)
         await _workers_ready(system, options.workers)
+        hop = await kafka_hop_ms(system.bootstrap, system.prefix)
+        print(f"kafka floor: one hop p50 {hop['p50']:.2f} p99 {hop['p99']:.2f} ms "
+              f"(an answer's first token takes two)", flush=True)  # fmt: skip
         scenarios: list[Row] = []
         bases: dict[int, list[float]] = {}
         for c in options.concurrency:
@@ -127,6 +132,7 @@ async def _scenarios(system: System, options: BenchOptions, run_id: str) -> Row:
             scenarios.append(scenario)
         sweep = await _sweep(system, options, probe, targets, scenarios, bases, run_id)
     return {
+        "kafka_hop_ms": hop,
         "scenarios": scenarios,
         "coalescing_sweep": sweep,
         "targets": evaluate_targets(scenarios),
@@ -161,7 +167,12 @@ async def _sweep(
             row = main["tokenbus"]
         else:
             if ms != current:
-                await asyncio.to_thread(system.restart_workers, TOKENBUS_COALESCE_MS=f"{ms:g}")
+                # A fixed window (the same idle and busy), so each point shows one window.
+                await asyncio.to_thread(
+                    system.restart_workers,
+                    TOKENBUS_COALESCE_MS=f"{ms:g}",
+                    TOKENBUS_COALESCE_BUSY_MS=f"{ms:g}",
+                )
                 await _workers_ready(system, options.workers)
                 current = ms
             row, _ = await measure(probe, targets["tokenbus"], load, bases[c])

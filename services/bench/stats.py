@@ -72,23 +72,24 @@ def added(path: Row, direct: Row) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- targets
 
+# Issue 16's definition of done, on the 2-core machine with llmsim at 50 ms TTFT, 200 tokens/s.
 TARGETS = {
     "idle_added_ttft_p50_ms": ("<=", 5.0, "added TTFT p50, 1 stream"),
     "idle_added_ttft_p99_ms": ("<=", 10.0, "added TTFT p99, 1 stream"),
-    "cpu_ms_per_request": ("<=", 5.0, "CPU-ms per request, gateway + workers"),
-    "streamed_requests_per_s": (">=", 200.0, "streamed requests/s with zero errors"),
-    "added_ttft_p99_ms_at_200": ("<=", 25.0, "added TTFT p99 at 200 streams"),
-    "errors_at_1000_streams": ("<=", 0.0, "errors + mismatches at 1,000 streams"),
+    "cpu_ms_per_request_at_50": ("<=", 5.0, "CPU-ms per request, gateway + workers, 50 streams"),
+    "cpu_ms_per_request_at_200": ("<=", 5.0, "CPU-ms per request, gateway + workers, 200 streams"),
+    "throughput_vs_direct_at_50": (">=", 0.9, "requests/s as a share of direct, 50 streams"),
+    "added_ttft_p50_ms_at_50": ("<=", 25.0, "added TTFT p50, 50 streams"),
+    "requests_per_s_at_200": (">=", 200.0, "requests/s, 200 streams"),
+    "tokens_per_s_at_200": (">=", 12_800.0, "tokens/s, 200 streams"),
+    "errors_at_200": ("<=", 0.0, "errors + mismatches, 200 streams"),
+    "errors_at_1000": ("<=", 0.0, "errors + mismatches, 1,000 streams"),
+    "mismatches": ("<=", 0.0, "text mismatches, every scenario and path"),
 }
-CPU_REFERENCE_CONCURRENCY = 200
 
 
 def _by_concurrency(scenarios: Sequence[Row]) -> dict[int, Row]:
     return {s["concurrency"]: s for s in scenarios if "tokenbus" in s}
-
-
-def _clean(row: Row) -> bool:
-    return row["errors"] == 0 and row["mismatches"] == 0
 
 
 def measured_targets(scenarios: Sequence[Row]) -> dict[str, tuple[float | None, str]]:
@@ -99,21 +100,28 @@ def measured_targets(scenarios: Sequence[Row]) -> dict[str, tuple[float | None, 
         added_ms = by_c[1]["added_ms"]["tokenbus"]
         got["idle_added_ttft_p50_ms"] = (added_ms["ttft_p50"], "1 stream")
         got["idle_added_ttft_p99_ms"] = (added_ms["ttft_p99"], "1 stream")
-    if by_c:
-        c = CPU_REFERENCE_CONCURRENCY if CPU_REFERENCE_CONCURRENCY in by_c else max(by_c)
-        cpu = by_c[c]["tokenbus"]["tokenbus_cpu_ms_per_request"]
-        got["cpu_ms_per_request"] = (cpu, f"{c} streams")
-    clean = [(s["tokenbus"]["requests_per_s"], c) for c, s in by_c.items() if _clean(s["tokenbus"])]
-    if clean:
-        rps, c = max(clean)
-        got["streamed_requests_per_s"] = (rps, f"{c} streams")
-    elif by_c:
-        got["streamed_requests_per_s"] = (0.0, "no scenario without errors")
+    for c in (50, 200):
+        if c in by_c:
+            cpu = by_c[c]["tokenbus"].get("tokenbus_cpu_ms_per_request")
+            got[f"cpu_ms_per_request_at_{c}"] = (cpu, f"{c} streams")
+    if 50 in by_c:
+        s = by_c[50]
+        direct = s.get("direct", {}).get("requests_per_s")
+        share = s["tokenbus"]["requests_per_s"] / direct if direct else None
+        got["throughput_vs_direct_at_50"] = (None if share is None else round(share, 3), "50")
+        got["added_ttft_p50_ms_at_50"] = (s["added_ms"]["tokenbus"]["ttft_p50"], "50 streams")
     if 200 in by_c:
-        got["added_ttft_p99_ms_at_200"] = (by_c[200]["added_ms"]["tokenbus"]["ttft_p99"], "200")
+        row = by_c[200]["tokenbus"]
+        got["requests_per_s_at_200"] = (row["requests_per_s"], "200 streams")
+        got["tokens_per_s_at_200"] = (row.get("tokens_per_s"), "200 streams")
+        got["errors_at_200"] = (float(row["errors"] + row["mismatches"]), "200 streams")
     if 1000 in by_c:
         row = by_c[1000]["tokenbus"]
-        got["errors_at_1000_streams"] = (float(row["errors"] + row["mismatches"]), "1000 streams")
+        got["errors_at_1000"] = (float(row["errors"] + row["mismatches"]), "1000 streams")
+    rows = [s[path] for s in scenarios for path in s if isinstance(s[path], dict)
+            and "mismatches" in s[path]]  # fmt: skip
+    if rows:
+        got["mismatches"] = (float(sum(r["mismatches"] for r in rows)), f"{len(rows)} runs")
     return got
 
 

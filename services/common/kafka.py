@@ -96,18 +96,20 @@ async def cluster_answers(bootstrap: str, timeout_ms: int = 5000) -> bool:
 
 async def ensure_topics(
     bootstrap: str,
-    topics: Topics = TOPICS,
+    topics: Topics | list[Topic] = TOPICS,
     timeout: float = 30,  # noqa: ASYNC109 - a deadline over several requests and retries
     replication_factor: int = 1,
 ) -> list[str]:
-    """Create every topic in `topics` that is missing; return the names this call created.
+    """Create every topic in `topics` (the registry, or a list) that is missing; return the
+    names this call created.
 
     Safe to run concurrently: "already exists" is success, and a topic with fewer partitions
     than the registry says gets more (never fewer: Kafka cannot shrink a topic). Returns once
     cluster metadata shows every topic at full size, so clients started next see it all.
     """
     deadline = time.monotonic() + timeout
-    wanted = {topic.name: topic for topic in topics.all()}
+    listed = topics.all() if isinstance(topics, Topics) else topics
+    wanted = {topic.name: topic for topic in listed}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     try:
         await _start(admin, deadline)

@@ -7,6 +7,7 @@ ends the merge, and the pieces always go out in the order they came.
 """
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -52,16 +53,42 @@ class _Run:
         return Piece(head.kind, "".join(self.texts), head.index, head.id, head.name, self.logprobs)
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """How long pieces merge, by how busy the worker is.
+
+    Every message costs CPU in the worker, the broker and the gateway, whatever its size; under
+    load that cost is what queues requests, while one reader alone feels each window as
+    inter-token latency. So the window is `idle_s` for a lone stream and grows linearly to
+    `busy_s` as `busy_at` more generations run beside it. `idle_s` 0 turns merging off.
+    """
+
+    idle_s: float
+    busy_s: float = 0.0
+    busy_at: int = 1
+
+    def at(self, active: int) -> float:
+        if self.idle_s <= 0 or self.busy_s <= self.idle_s or active <= 1:
+            return max(self.idle_s, 0.0)
+        share = min(1.0, (active - 1) / max(self.busy_at, 1))
+        return self.idle_s + (self.busy_s - self.idle_s) * share
+
+
 class Coalescer:
-    """Buffers pieces for at most `window_s` after the first of them, then emits each run of
+    """Buffers pieces for at most one window after the first of them, then emits each run of
     one kind as one piece.
 
     The very first piece goes out at once: coalescing trades inter-token latency for broker
-    load, and must never cost time to first token.
+    load, and must never cost time to first token. `window_s` is a number, or a function read
+    whenever a window opens (so it follows the worker's load).
     """
 
-    def __init__(self, window_s: float, emit: Callable[[Piece], Awaitable[None]]) -> None:
-        self._window = window_s
+    def __init__(
+        self, window_s: float | Callable[[], float], emit: Callable[[Piece], Awaitable[None]]
+    ) -> None:
+        self._window: Callable[[], float] = (
+            window_s if callable(window_s) else functools.partial(float, window_s)
+        )
         self._emit = emit
         self._run: _Run | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -69,7 +96,7 @@ class Coalescer:
         self._first = True
 
     async def add(self, piece: Piece) -> None:
-        if self._window <= 0 or self._first:
+        if self._first or (window := self._window()) <= 0:
             self._first = False
             await self._emit(piece)
             return
@@ -81,7 +108,7 @@ class Coalescer:
         run.add(piece)
         if self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._window, self._flush_from_timer)
+            self._timer = loop.call_later(window, self._flush_from_timer)
 
     def _flush_from_timer(self) -> None:
         self._timer = None

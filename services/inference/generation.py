@@ -8,7 +8,7 @@ upstream ends in a retryable `failed` instead. A deadline bounds all of it.
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -116,7 +116,7 @@ class Generation:
         clients: BackendClients,
         reply: ReplyStream,
         *,
-        coalesce_s: float,
+        coalesce_s: float | Callable[[], float],
         retry: RetryPolicy,
         deadline: float | None,
     ) -> None:

@@ -24,8 +24,17 @@ class InferenceSettings(
     coalesce_ms: float = Field(
         default=10.0,
         ge=0,
-        description="Merge tokens into one delta per window (0 = one per token); the first token"
-        " is never held back",
+        description="Merge tokens into one delta per window when the worker runs one stream"
+        " (0 = one delta per token, at any load); the first token is never held back",
+    )
+    coalesce_busy_ms: float = Field(
+        default=50.0,
+        ge=0,
+        description="The window once `coalesce_busy_at` more generations run beside a stream:"
+        " fewer, larger messages when per-message CPU is what queues requests",
+    )
+    coalesce_busy_at: int = Field(
+        default=32, ge=1, description="Generations running beside a stream for the busy window"
     )
     stale_after_s: float = Field(
         default=300.0, gt=0, description="A request older than this is failed, not generated"

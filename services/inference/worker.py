@@ -27,6 +27,7 @@ from contracts import (
 from services.common.logging import bind_request
 from services.common.models import ModelsConfig
 from services.inference.backends import BackendClients, Route, route_request
+from services.inference.coalesce import Window
 from services.inference.generation import CANCEL_MSG, Generation, Outcome
 from services.inference.offsets import OffsetTracker
 from services.inference.reply import ReplyStream, SendFn
@@ -84,6 +85,9 @@ class Worker:
         self._early_cancels: dict[str, float] = {}
         self._closing = False
         self._flow: FlowControl | None = None
+        self._window = Window(
+            settings.coalesce_ms / 1000, settings.coalesce_busy_ms / 1000, settings.coalesce_busy_at
+        )
         self._watchers = Watchers(lambda request_id: self.cancel(request_id, "no_watcher"))
         self.paused = False
         self.pauses = 0
@@ -95,6 +99,9 @@ class Worker:
     @property
     def active(self) -> int:
         return len(self._inflight)
+
+    def _coalesce_window(self) -> float:
+        return self._window.at(len(self._inflight))
 
     async def accept(self, value: bytes, delivery: Delivery, headers: dict[str, str]) -> None:
         await self._slots.acquire()
@@ -220,7 +227,7 @@ class Worker:
                 route,
                 self._clients,
                 reply,
-                coalesce_s=self._settings.coalesce_ms / 1000,
+                coalesce_s=self._coalesce_window,
                 retry=self._models.retry,
                 deadline=self._deadline(request),
             )

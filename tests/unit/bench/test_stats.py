@@ -90,17 +90,25 @@ def test_added_is_the_difference_of_percentiles() -> None:
 
 
 def _scenario(
-    c: int, add_p50: float, add_p99: float, rps: float, cpu: float, errors: int = 0
+    c: int,
+    add_p50: float,
+    add_p99: float,
+    rps: float,
+    cpu: float,
+    errors: int = 0,
+    direct_rps: float = 100.0,
+    mismatches: int = 0,
 ) -> dict[str, Any]:
     row = {
         "errors": errors,
-        "mismatches": 0,
+        "mismatches": mismatches,
         "requests_per_s": rps,
+        "tokens_per_s": rps * 64,
         "tokenbus_cpu_ms_per_request": cpu,
     }
     return {
         "concurrency": c,
-        "direct": {},
+        "direct": {"errors": 0, "mismatches": 0, "requests_per_s": direct_rps},
         "tokenbus": row,
         "added_ms": {"tokenbus": {"ttft_p50": add_p50, "ttft_p99": add_p99}},
     }
@@ -109,9 +117,9 @@ def _scenario(
 def test_targets_pass_miss_and_not_measured() -> None:
     scenarios = [
         _scenario(1, 3.0, 12.0, 2.5, 9.0),
-        _scenario(50, 4.0, 15.0, 120.0, 4.0),
-        _scenario(200, 9.0, 24.0, 260.0, 4.5),
-        _scenario(1000, 80.0, 900.0, 300.0, 3.0, errors=2),
+        _scenario(50, 24.0, 40.0, 120.0, 4.0, direct_rps=136.0),
+        _scenario(200, 90.0, 240.0, 260.0, 5.5, mismatches=1),
+        _scenario(1000, 800.0, 900.0, 300.0, 3.0, errors=2),
     ]
     t = evaluate_targets(scenarios)
     assert t["idle_added_ttft_p50_ms"]["pass"] is True
@@ -122,18 +130,34 @@ def test_targets_pass_miss_and_not_measured() -> None:
         "at": "1 stream",
         "pass": False,
     }
-    # CPU is judged at 200 streams, not at the idle scenario's 9 ms.
-    assert (t["cpu_ms_per_request"]["measured"], t["cpu_ms_per_request"]["pass"]) == (4.5, True)
-    # The 1000-stream scenario had errors, so its 300 req/s does not count.
-    assert t["streamed_requests_per_s"]["measured"] == 260.0
-    assert t["streamed_requests_per_s"]["pass"] is True
-    assert t["added_ttft_p99_ms_at_200"]["pass"] is True
-    assert t["errors_at_1000_streams"]["pass"] is False
+    # CPU is judged at 50 and 200 streams, not at the idle scenario's 9 ms.
+    assert (t["cpu_ms_per_request_at_50"]["measured"], t["cpu_ms_per_request_at_50"]["pass"]) == (
+        4.0,
+        True,
+    )
+    assert t["cpu_ms_per_request_at_200"]["pass"] is False
+    # 120 of direct's 136 req/s is 0.882: short of 0.9.
+    assert t["throughput_vs_direct_at_50"]["measured"] == 0.882
+    assert t["throughput_vs_direct_at_50"]["pass"] is False
+    assert t["added_ttft_p50_ms_at_50"]["pass"] is True
+    assert t["requests_per_s_at_200"]["pass"] is True
+    assert t["tokens_per_s_at_200"]["measured"] == 260.0 * 64
+    # One wrong answer at 200 streams fails both that scenario's and the run's clean record.
+    assert t["errors_at_200"]["pass"] is False
+    assert t["mismatches"] == {
+        "what": "text mismatches, every scenario and path",
+        "target": "<= 0",
+        "measured": 1.0,
+        "at": "8 runs",
+        "pass": False,
+    }
+    assert t["errors_at_1000"]["pass"] is False
 
     quick = evaluate_targets(scenarios[:2])
-    assert quick["added_ttft_p99_ms_at_200"]["pass"] is None
-    assert quick["errors_at_1000_streams"]["measured"] is None
-    assert quick["cpu_ms_per_request"]["at"] == "50 streams"  # the largest measured
+    assert quick["requests_per_s_at_200"]["pass"] is None
+    assert quick["errors_at_1000"]["measured"] is None
+    assert quick["cpu_ms_per_request_at_200"]["at"] == "not measured"
+    assert quick["mismatches"]["pass"] is True
 
 
 def _sse(*datas: str) -> list[tuple[float, bytes]]:

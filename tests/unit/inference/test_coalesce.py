@@ -1,10 +1,11 @@
 """Coalescer: tokens within a window become one emit; nothing is lost, doubled or reordered."""
 
 import asyncio
+import functools
 
 import pytest
 
-from services.inference.coalesce import Coalescer, Piece
+from services.inference.coalesce import Coalescer, Piece, Window
 
 WINDOW = 0.02
 WAIT = 2.0  # generous upper bound for a condition that should hold within a window or two
@@ -288,3 +289,28 @@ def _joined(pieces: list[Piece]) -> dict[tuple[str, int], str]:
     for piece in pieces:
         texts[(piece.kind, piece.index)] = texts.get((piece.kind, piece.index), "") + piece.text
     return texts
+
+
+def test_window_grows_with_load_from_idle_to_busy() -> None:
+    window = Window(0.010, 0.050, busy_at=32)
+    assert window.at(0) == window.at(1) == 0.010  # a lone stream keeps the short window
+    assert window.at(17) == pytest.approx(0.030)  # half-way: 16 of 32 others
+    assert window.at(33) == window.at(500) == pytest.approx(0.050)  # capped at busy
+
+
+def test_window_zero_stays_off_at_any_load_and_busy_below_idle_is_idle() -> None:
+    assert Window(0.0, 0.050, busy_at=1).at(100) == 0.0  # 0 = one delta per token, always
+    assert Window(0.025, 0.010, busy_at=4).at(100) == 0.025
+
+
+async def test_a_busy_worker_merges_more_pieces_per_emit() -> None:
+    """The window is read when it opens: the same pieces at the same pace merge into fewer
+    emits when the load function says the worker is busy."""
+    for load, emits in ((1, ["a", "b", "c", "d", "e"]), (40, ["a", "bcde"])):
+        rec = Recorder()
+        coalescer = Coalescer(functools.partial(Window(0.001, 0.200, busy_at=8).at, load), rec)
+        for text in ("a", "b", "c", "d", "e"):
+            await coalescer.add(Piece("content", text))
+            await asyncio.sleep(0.005)
+        await coalescer.flush()
+        assert rec.pieces == emits  # the first piece always goes out alone, at once
