@@ -32,7 +32,11 @@ class BackendSpec(BaseModel):
     max_concurrency: int = Field(default=64, ge=1, description="Generations at once, per worker")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="TCP connect timeout")
     first_token_timeout_s: float = Field(default=60.0, gt=0, description="Retry if slower")
-    idle_timeout_s: float = Field(default=60.0, gt=0, description="Fail a stream silent this long")
+    idle_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Fail a stream silent this long (detected within 1.5 x this)",
+    )
     input_price_per_1m: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
     output_price_per_1m: float = Field(default=0.0, ge=0, description="USD per 1M output tokens")
 

@@ -32,6 +32,7 @@ _OWN_PARAMS = frozenset({"model", "messages", "stream", "stream_options"})
 # `task.cancel(CANCEL_MSG)` means "a client asked to stop"; any other cancellation (shutdown)
 # propagates, leaving the request uncommitted so another worker takes it.
 CANCEL_MSG = "tokenbus:cancel"
+_STALL_SLACK = 1.5  # a stalled stream fails between idle_timeout_s and this many times it
 # The SDK's transport is httpx2 (a fork); errors while reading a body surface from it raw.
 _STREAM_ERRORS = (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError, ValueError)
 
@@ -267,21 +268,34 @@ class Generation:
             await self._on_chunk(chunk)
 
     async def _rest(self, chunks: AsyncIterator[Any], backend: BackendSpec) -> Outcome:
-        while True:
-            try:
-                async with asyncio.timeout(backend.idle_timeout_s):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                return await self._end_failed(
-                    ErrorCode.STREAM_TIMEOUT, "the model backend stalled mid-answer"
-                )
-            except _STREAM_ERRORS as exc:
-                code = classify_error(exc)
-                code = ErrorCode.BACKEND_ERROR if code == ErrorCode.INVALID_REQUEST else code
-                return await self._end_failed(code, _public_message(exc, code))
-            await self._on_chunk(chunk)
+        idle = backend.idle_timeout_s
+        loop = asyncio.get_running_loop()
+        failure: BaseException | None = None
+        try:
+            # One deadline for the whole stream, moved forward only when it comes within
+            # `idle` of now: a stall is caught between `idle` and 1.5 x `idle` after the last
+            # chunk, and a chunk costs a clock read instead of a timer set and cancelled.
+            async with asyncio.timeout_at(loop.time() + _STALL_SLACK * idle) as stall:
+                while True:
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    except _STREAM_ERRORS as exc:
+                        failure = exc
+                        break
+                    now = loop.time()
+                    if (stall.when() or now) - now < idle:
+                        stall.reschedule(now + _STALL_SLACK * idle)
+                    await self._on_chunk(chunk)
+        except TimeoutError:
+            return await self._end_failed(
+                ErrorCode.STREAM_TIMEOUT, "the model backend stalled mid-answer"
+            )
+        if failure is not None:
+            code = classify_error(failure)
+            code = ErrorCode.BACKEND_ERROR if code == ErrorCode.INVALID_REQUEST else code
+            return await self._end_failed(code, _public_message(failure, code))
         return await self._end("ok", self._finish_reason or "stop", None)
 
     async def _on_chunk(self, chunk: dict[str, Any]) -> None:

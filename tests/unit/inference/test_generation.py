@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import time
@@ -122,8 +123,17 @@ async def _generate(
     send: FakeSend,
     coalesce_s: float = 0.0,
     retry: RetryPolicy = NO_RETRY,
+    idle_timeout_s: float | None = None,
 ) -> Outcome:
     route = route_request(sim_profile(str(client.base_url)), request)
+    if idle_timeout_s is not None:
+        plan = tuple(
+            dataclasses.replace(
+                t, backend=t.backend.model_copy(update={"idle_timeout_s": idle_timeout_s})
+            )
+            for t in route.plan
+        )
+        route = dataclasses.replace(route, plan=plan)
     reply = ReplyStream(send, TOPIC, request, attempt="attempt-1", headers=HEADERS)
     generation = Generation(
         request,
@@ -276,6 +286,39 @@ class TestCoalescing:
         last = coalesced.events[-1]
         assert isinstance(last, Completed)
         assert last.usage.completion_tokens == DEFAULT_TOKENS
+
+
+class TestStall:
+    async def test_a_stall_mid_answer_fails_retryable_once_the_idle_timeout_passed(
+        self, client: openai.AsyncOpenAI
+    ) -> None:
+        # Three tokens, then 3 s of silence: with a 0.3 s idle timeout the generation gives up
+        # between 0.3 and 0.45 s after the last token (the deadline moves lazily), not at 3 s.
+        send = FakeSend()
+        request = _request(metadata={"llmsim_fault": "stall:3000;after:3"})
+        t0 = time.monotonic()
+        outcome = await _generate(client, request, send, idle_timeout_s=0.3)
+        took = time.monotonic() - t0
+        assert (outcome.status, outcome.error_code) == ("failed", ErrorCode.STREAM_TIMEOUT)
+        last = send.events[-1]
+        assert isinstance(last, Failed) and last.retryable
+        assert len(send.deltas) == 3
+        assert 0.3 <= took < 2.5  # well before the stall would have ended
+
+    async def test_chunks_keep_a_slow_answer_alive_past_the_idle_timeout(self) -> None:
+        # A token every 5 ms for 0.5 s, never silent for 0.2 s: the lazily moved deadline
+        # (first set 0.3 s out) must keep moving, and the whole answer arrives.
+        app = create_app(fast_settings(tokens_per_second=200))
+        async with (
+            serve(app) as url,
+            openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as client,
+        ):
+            send = FakeSend()
+            t0 = time.monotonic()
+            outcome = await _generate(client, _request(max_tokens=100), send, idle_timeout_s=0.2)
+        assert outcome.status == "ok"
+        assert len(send.deltas) == 100
+        assert time.monotonic() - t0 >= 0.45  # it really outlasted the first deadline
 
 
 class TestCancel:
