@@ -3,6 +3,8 @@
 from pathlib import Path
 from typing import Any
 
+from services.bench.report import window_label
+
 STYLE = {"direct": ("tab:gray", "o"), "tokenbus": ("tab:blue", "s"), "compare": ("tab:red", "^")}
 
 
@@ -63,7 +65,7 @@ def _sweep(ax: Any, sweep: dict[str, Any]) -> None:
     ):
         ax.plot(xs, [p["added_ms"].get(key) for p in points], style, label=label)
     for p, x in zip(points, xs, strict=True):
-        ax.annotate(f"{p['coalesce_ms']:g} ms", (x, p["added_ms"].get("token_p50") or 0),
+        ax.annotate(f"{window_label(p)} ms", (x, p["added_ms"].get("token_p50") or 0),
                     textcoords="offset points", xytext=(4, 6), fontsize=8)  # fmt: skip
     ax.set_xlabel("broker messages/s (tokens topic)")
     ax.set_ylabel("ms over direct")

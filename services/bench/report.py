@@ -75,6 +75,13 @@ def scenarios_table(result: Row) -> str:
     return _table(header, rows)
 
 
+def window_label(point: Row) -> str:
+    """`10` for a fixed window, `10-50 (adaptive)` for one that grows with the load."""
+    busy = point.get("coalesce_busy_ms", point["coalesce_ms"])
+    alone = point["coalesce_ms"]
+    return f"{alone:g}" if busy <= alone or alone <= 0 else f"{alone:g}-{busy:g} (adaptive)"
+
+
 def sweep_table(result: Row) -> str:
     sweep = result["coalescing_sweep"]
     header = [
@@ -83,7 +90,7 @@ def sweep_table(result: Row) -> str:
     ]  # fmt: skip
     rows = [
         [
-            f"{p['coalesce_ms']:g}",
+            window_label(p),
             f"{p['broker_messages_per_s']:,.0f}" if p["broker_messages_per_s"] is not None else "–",
             _ms(p.get("broker_messages_per_request")),
             f"{_signed(p['added_ms']['ttft_p50'])} / {_signed(p['added_ms']['ttft_p99'])}",

@@ -160,27 +160,28 @@ async def _sweep(
         bases[c] = baseline(arrivals)
         print(progress_line(c, "direct", direct), flush=True)
     points = []
-    current = options.coalesce_ms
-    # The main scenarios' window first (no restart), the others in order.
-    for ms in sorted(options.sweep_ms, key=lambda v: (v != current, v)):
-        if main is not None and ms == options.coalesce_ms:
+    # The product's adaptive window first (the workers as they run), then each fixed window
+    # (the same alone and busy), restarting only the workers between points.
+    windows: list[float | None] = [None, *sorted(options.sweep_ms)]
+    for ms in windows:
+        if ms is None and main is not None:
             row = main["tokenbus"]
         else:
-            if ms != current:
-                # A fixed window (the same idle and busy), so each point shows one window.
+            if ms is not None:
                 await asyncio.to_thread(
                     system.restart_workers,
                     TOKENBUS_COALESCE_MS=f"{ms:g}",
                     TOKENBUS_COALESCE_BUSY_MS=f"{ms:g}",
                 )
                 await _workers_ready(system, options.workers)
-                current = ms
             row, _ = await measure(probe, targets["tokenbus"], load, bases[c])
             row["added_ms"] = added(row, direct)
             row["path"] = "tokenbus"
-            print(progress_line(c, f"tokenbus coalesce {ms:g} ms", row), flush=True)
+            label = "adaptive" if ms is None else f"{ms:g} ms"
+            print(progress_line(c, f"tokenbus coalesce {label}", row), flush=True)
         points.append({
-            "coalesce_ms": ms,
+            "coalesce_ms": options.coalesce_ms if ms is None else ms,
+            "coalesce_busy_ms": options.coalesce_busy_ms if ms is None else ms,
             "broker_messages_per_s": row.get("broker_records_per_s"),
             "broker_messages_per_request": _per(row.get("broker_records_per_s"), row),
             "added_ms": row["added_ms"],
@@ -190,7 +191,6 @@ async def _sweep(
             "errors": row["errors"],
             "mismatches": row["mismatches"],
         })  # fmt: skip
-    points.sort(key=lambda p: p["coalesce_ms"])
     return {"concurrency": c, "direct": direct, "points": points}
 
 

@@ -34,7 +34,7 @@ class InferenceSettings(
         " fewer, larger messages when per-message CPU is what queues requests",
     )
     coalesce_busy_at: int = Field(
-        default=32, ge=1, description="Generations running beside a stream for the busy window"
+        default=8, ge=1, description="Generations running beside a stream for the busy window"
     )
     stale_after_s: float = Field(
         default=300.0, gt=0, description="A request older than this is failed, not generated"
