@@ -108,8 +108,13 @@ def sweep_table(result: Row) -> str:
 
 def targets_table(result: Row) -> str:
     verdict = {True: "pass", False: "**miss**", None: "not measured"}
+
+    def measured(t: Row) -> str:
+        v = t["measured"]  # a share (limit below 1) needs two decimals to be judged by eye
+        return f"{v:.2f}" if v is not None and float(t["target"].split()[-1]) < 1 else _ms(v)
+
     rows = [
-        [t["what"], t["target"], _ms(t["measured"]), t["at"], verdict[t["pass"]]]
+        [t["what"], t["target"], measured(t), t["at"], verdict[t["pass"]]]
         for t in result["targets"].values()
     ]
     return _table(["target", "limit", "measured", "at", ""], rows)
