@@ -139,7 +139,14 @@ def create_app(
         )
 
     worker = Worker(
-        settings, models, clients, send, publish_usage, dead_letter, WorkerMetrics(registry)
+        settings,
+        models,
+        clients,
+        send,
+        publish_usage,
+        dead_letter,
+        WorkerMetrics(registry),
+        tracer_provider.get_tracer("tokenbus.inference"),
     )
     worker_ref.append(worker)
     Gauge(
