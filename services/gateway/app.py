@@ -147,8 +147,9 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         version="0.1.0",
         lifespan=lifespan,
         max_body_size=settings.limits.max_body_bytes,
-        # HTTP server spans on the service's provider (the global one in a service process).
-        telemetry={"tracer_provider": tracer_provider},
+        # HTTP server spans on the service's provider; no spans per dependency and endpoint
+        # call (they would cost every request for little an operator reads).
+        telemetry={"tracer_provider": tracer_provider, "operation_spans": False},
     )
     app.state.node = node
     app.state.engine = engine  # disposed by the lifespan (or by whoever skips it)
