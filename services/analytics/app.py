@@ -14,7 +14,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from contracts import DeadLetter
 from services.analytics.api import router
@@ -26,7 +26,7 @@ from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker
-from services.common.metrics import AnalyticsMetrics, KafkaMetrics, group_lag
+from services.common.metrics import KafkaMetrics, group_lag
 from services.common.openai_errors import install_error_handlers
 from services.tenants.database import pepper
 from services.tenants.store import TenantStore
@@ -103,18 +103,24 @@ def create_app(
     engine = make_engine(settings.database_url)
     store = UsageStore(engine)
     topics = settings.topics
-    analytics_metrics = AnalyticsMetrics(registry)
+    records = Counter(
+        "tokenbus_analytics_records",
+        "Usage records by outcome: stored, duplicates (already stored), dead_lettered",
+        ["outcome"],
+        registry=registry,
+    )
+
     kafka_metrics = KafkaMetrics(registry)
 
     def count(outcome: str, n: int) -> None:
-        analytics_metrics.records.labels(outcome).inc(n)
+        records.labels(outcome).inc(n)
 
     async def dead_letter(record: ConsumerRecord[Any, Any], reason: str) -> None:
         await dead_letter_record(broker.publish, topics.usage_dlq.name, record, reason, SERVICE)
         kafka_metrics.dead_letters.labels(topics.usage_dlq.name).inc()
         log.warning("dead_lettered", partition=record.partition, offset=record.offset)
 
-    sink = UsageSink(store, dead_letter, count, analytics_metrics.batch_seconds.observe)
+    sink = UsageSink(store, dead_letter, count)
     subscriber = add_usage_subscriber(broker, settings, sink)
 
     @asynccontextmanager
@@ -154,6 +160,8 @@ def create_app(
             database = False
         return {"database": database, "kafka": await broker.ping(timeout=2.0)}
 
+    for outcome in ("stored", "duplicates", "dead_lettered"):
+        records.labels(outcome)  # exported as 0 before the first record
     app = FastAPI(title="tokenbus analytics", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(router)

@@ -245,26 +245,6 @@ class WorkerMetrics:
             m.fallbacks.labels(record.tries[0].tier, record.tier).inc()
 
 
-class AnalyticsMetrics:
-    """The usage consumer: what it stored, and how long a batch takes to become durable."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.records = Counter(
-            "tokenbus_analytics_records",
-            "Usage records by outcome: stored, duplicates (already stored), dead_lettered",
-            ["outcome"],
-            registry=registry,
-        )
-        for outcome in ("stored", "duplicates", "dead_lettered"):
-            self.records.labels(outcome)  # exported as 0 before the first record
-        self.batch_seconds = Histogram(
-            "tokenbus_analytics_batch_seconds",
-            "From a batch of usage records arriving to its rows stored and its offsets committed",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-
-
 class KafkaMetrics:
     """What every service's Kafka clients show: how far behind its consumers are, and what it
     dead-lettered."""
@@ -275,13 +255,6 @@ class KafkaMetrics:
             "Records not yet consumed: the end offset minus the group's committed offset "
             "(workers) or the reader's position (a gateway's reply partitions)",
             ["topic", "partition"],
-            registry=registry,
-        )
-        self.delivery = Histogram(
-            "tokenbus_kafka_event_delivery_seconds",
-            "From a worker making a request's first or last event to the gateway's reader "
-            "taking it from Kafka: the produce, the broker and the fetch",
-            buckets=TTFT_BUCKETS,
             registry=registry,
         )
         self.dead_letters = Counter(

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -32,10 +31,8 @@ class ReplyReader:
         partitions: list[int],
         client_id: str,
         dead_letter: DeadLetterFn | None = None,
-        delivered: Callable[[float], None] | None = None,
     ) -> None:
         self._hub = hub
-        self._delivered = delivered  # seconds from an event's making to this reader
         # This node is the only reader of its partitions, so it is the one to dead-letter
         # their bad records: each ends in the DLQ once.
         self._dead_letter = dead_letter
@@ -101,8 +98,5 @@ class ReplyReader:
             if self._dead_letter is not None:
                 await self._dead_letter(record, str(exc))
             return
-        if self._delivered is not None and event.type != "delta":
-            # started and terminal events only: two per request, never per token
-            self._delivered(time.time() - event.ts.timestamp())
         if self._hub.is_watched(event.request_id):
             self._hub.publish(event)

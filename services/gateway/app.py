@@ -65,7 +65,6 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         settings.reply_partitions,
         client_id=f"tokenbus-gateway-{settings.instance}",
         dead_letter=dead_letter,
-        delivered=kafka_metrics.delivery.observe,
     )
     keys = settings.auth_mode == "keys"
     # The shared SQL: keys and limits (keys mode) and the Responses API index (always).

@@ -73,8 +73,6 @@ async def test_histograms_count_the_requests_and_token_usage_sums_the_tokens_str
     assert total(gateway, "gen_ai_server_time_per_output_token_seconds_count") == requests
     assert total(gateway, "tokenbus_gateway_active_streams") == 0
     assert total(gateway, "tokenbus_gateway_client_disconnects_total") == 0
-    # The token path's delivery latency: each request's started and terminal event, no more.
-    assert total(gateway, "tokenbus_kafka_event_delivery_seconds_count") == 2 * requests
 
     # The usage record is made after the last event went out: wait for the workers' share.
     async def workers() -> list[Samples]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from contracts import BackendTry, ErrorCode, TokenUsage, UsageRecorded, utcnow
-from services.common.metrics import AnalyticsMetrics, GatewayMetrics, KafkaMetrics, WorkerMetrics
+from services.common.metrics import GatewayMetrics, KafkaMetrics, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,6 @@ def exported() -> set[str]:
     GatewayMetrics(registry)
     WorkerMetrics(registry)
     KafkaMetrics(registry)
-    AnalyticsMetrics(registry)
     return _names(registry)
 
 
