@@ -1,7 +1,6 @@
 """create_app(settings): the usage consumer and the usage API in one FastAPI process."""
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +25,6 @@ from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker
-from services.common.metrics import KafkaMetrics, group_lag
 from services.common.openai_errors import install_error_handlers
 from services.tenants.database import pepper
 from services.tenants.store import TenantStore
@@ -110,14 +108,11 @@ def create_app(
         registry=registry,
     )
 
-    kafka_metrics = KafkaMetrics(registry)
-
     def count(outcome: str, n: int) -> None:
         records.labels(outcome).inc(n)
 
     async def dead_letter(record: ConsumerRecord[Any, Any], reason: str) -> None:
         await dead_letter_record(broker.publish, topics.usage_dlq.name, record, reason, SERVICE)
-        kafka_metrics.dead_letters.labels(topics.usage_dlq.name).inc()
         log.warning("dead_lettered", partition=record.partition, offset=record.offset)
 
     sink = UsageSink(store, dead_letter, count)
@@ -138,13 +133,9 @@ def create_app(
         await migrate(engine, rebuild_branch=MIGRATION_BRANCH if settings.from_beginning else None)
         await broker.start()
         log.info("analytics_started", group=settings.group_id, rebuild=settings.from_beginning)
-        lag = asyncio.create_task(kafka_metrics.follow_lag(lambda: group_lag(subscriber.consumer)))
         try:
             yield
         finally:
-            lag.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag
             consumer = subscriber.consumer
             if consumer is not None:
                 consumer.pause(*consumer.assignment())

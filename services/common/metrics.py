@@ -8,14 +8,9 @@ per request (a `labels()` lookup takes a lock and hashes the values); nothing he
 token.
 """
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from contracts import Completed, Failed, Started, StreamEvent, UsageRecorded
@@ -27,8 +22,6 @@ PER_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
                     40.96, 81.92)  # fmt: skip
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
-
-log = structlog.get_logger("metrics")
 
 OPERATION = "chat"  # gen_ai.operation.name: every request is a chat completion underneath
 # At the gateway: what clients feel, by API and by where the request went.
@@ -243,65 +236,3 @@ class WorkerMetrics:
                 m.upstream_errors.labels(attempt.backend, attempt.outcome).inc()
         if record.tries and record.tries[0].tier != record.tier:
             m.fallbacks.labels(record.tries[0].tier, record.tier).inc()
-
-
-class KafkaMetrics:
-    """What every service's Kafka clients show: how far behind its consumers are, and what it
-    dead-lettered."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.consumer_lag = Gauge(
-            "tokenbus_kafka_consumer_lag",
-            "Records not yet consumed: the end offset minus the group's committed offset "
-            "(workers) or the reader's position (a gateway's reply partitions)",
-            ["topic", "partition"],
-            registry=registry,
-        )
-        self.dead_letters = Counter(
-            "tokenbus_dead_letters",
-            "Messages this service could not accept and sent to a dead-letter topic",
-            ["topic"],
-            registry=registry,
-        )
-
-    async def follow_lag(
-        self, measure: Callable[[], Awaitable[dict[TopicPartition, int]]], every_s: float = 5.0
-    ) -> None:
-        """Refresh the lag gauge from `measure` until cancelled; a partition no longer held
-        drops its series, and a failed measurement keeps the last values."""
-        shown: set[tuple[str, str]] = set()
-        while True:
-            try:
-                lags = await measure()
-            except (KafkaError, OSError) as exc:
-                log.warning("lag_measure_failed", error=type(exc).__name__)
-            else:
-                now = {(tp.topic, str(tp.partition)): lag for tp, lag in lags.items()}
-                for gone in shown - now.keys():
-                    self.consumer_lag.remove(*gone)
-                for labels, lag in now.items():
-                    self.consumer_lag.labels(*labels).set(lag)
-                shown = set(now)
-            await asyncio.sleep(every_s)
-
-
-async def group_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-    """Lag of the consumer's group on the partitions it holds (what KEDA scales on)."""
-    held = list(consumer.assignment())
-    if not held:
-        return {}
-    ends = await consumer.end_offsets(held)
-    lags = {}
-    for tp in held:
-        committed = await consumer.committed(tp)
-        lags[tp] = max(0, ends[tp] - (committed or 0))
-    return lags
-
-
-async def reader_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-    """How far an assigned reader (no group) is behind the end of its partitions."""
-    held = list(consumer.assignment())
-    if not held:
-        return {}
-    ends = await consumer.end_offsets(held)
-    return {tp: max(0, ends[tp] - await consumer.position(tp)) for tp in held}

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from contracts import STREAM_EVENT
 from services.common.kafka import assigned_consumer
-from services.common.metrics import reader_lag
 from services.common.redact import validation_summary
 from services.fanout.hub import Hub
 
@@ -60,10 +59,6 @@ class ReplyReader:
             await self._consumer.position(tp)
         self.ready = True
         self._task = asyncio.create_task(self._run(), name="reply-reader")
-
-    async def lag(self) -> dict[TopicPartition, int]:
-        """How far behind the end of its partitions this reader is (for the lag gauge)."""
-        return await reader_lag(self._consumer) if self._consumer is not None else {}
 
     async def stop(self) -> None:
         self.ready = False

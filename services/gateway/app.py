@@ -19,7 +19,7 @@ from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker
-from services.common.metrics import GatewayMetrics, KafkaMetrics
+from services.common.metrics import GatewayMetrics
 from services.common.models import load_models
 from services.common.openai_errors import OpenAIError, install_error_handlers
 from services.fanout import Hub, ReplyReader
@@ -52,11 +52,8 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     topics = settings.topics
     hub = Hub(buffer=settings.subscriber_buffer)
 
-    kafka_metrics = KafkaMetrics(registry)
-
     async def dead_letter(record: Any, reason: str) -> None:
         await dead_letter_record(broker.publish, topics.tokens_dlq.name, record, reason, SERVICE)
-        kafka_metrics.dead_letters.labels(topics.tokens_dlq.name).inc()
 
     reader = ReplyReader(
         hub,
@@ -116,7 +113,6 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         node.bind_loop()
         renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
         purging = asyncio.create_task(_purge(responses, conversations, settings))
-        lag = asyncio.create_task(kafka_metrics.follow_lag(reader.lag))
         log.info(
             "gateway_started",
             partitions=reader.partitions,
@@ -126,7 +122,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         try:
             yield
         finally:
-            for task in (renewing, purging, lag):
+            for task in (renewing, purging):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -6,7 +6,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from contracts import BackendTry, ErrorCode, TokenUsage, UsageRecorded, utcnow
-from services.common.metrics import GatewayMetrics, KafkaMetrics, WorkerMetrics
+from services.common.metrics import GatewayMetrics, WorkerMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,6 @@ def exported() -> set[str]:
     registry = CollectorRegistry()
     GatewayMetrics(registry)
     WorkerMetrics(registry)
-    KafkaMetrics(registry)
     return _names(registry)
 
 
@@ -110,37 +109,3 @@ def test_a_failed_request_is_labelled_with_its_error_and_has_no_time_per_chunk()
         )
         is None
     )
-
-
-async def test_lag_series_follow_the_partitions_held_and_survive_a_failed_measurement() -> None:
-    import asyncio
-
-    from aiokafka import TopicPartition
-    from aiokafka.errors import KafkaConnectionError
-
-    registry = CollectorRegistry()
-    metrics = KafkaMetrics(registry)
-    a, b = TopicPartition("llm.requests", 0), TopicPartition("llm.requests", 1)
-    readings: list[object] = [{a: 3, b: 0}, KafkaConnectionError(), {b: 7}]
-    done = asyncio.Event()
-
-    async def measure() -> dict[TopicPartition, int]:
-        reading = readings.pop(0)
-        if not readings:
-            done.set()
-        if isinstance(reading, Exception):
-            raise reading
-        return reading  # type: ignore[return-value]
-
-    def lag(tp: TopicPartition) -> float | None:
-        labels = {"topic": tp.topic, "partition": str(tp.partition)}
-        return registry.get_sample_value("tokenbus_kafka_consumer_lag", labels)
-
-    task = asyncio.create_task(metrics.follow_lag(measure, every_s=0))
-    try:
-        async with asyncio.timeout(5):
-            await done.wait()  # set inside the last measure; applied before follow_lag yields
-    finally:
-        task.cancel()
-    assert lag(b) == 7
-    assert lag(a) is None  # no longer held: its series is gone, not frozen at 3
