@@ -110,7 +110,6 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         await ensure_topics(settings.bootstrap_servers, topics)
         await broker.start()
         await reader.start()
-        node.bind_loop()
         renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
         purging = asyncio.create_task(_purge(responses, conversations, settings))
         log.info(
@@ -133,7 +132,6 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
 
     async def readiness() -> dict[str, bool]:
         checks = {"kafka": await broker.ping(timeout=2.0), "reply_partitions": reader.ready}
-        checks["accepting"] = not node.draining  # false from SIGTERM on: send traffic elsewhere
         checks["database"] = await _database_answers(engine)
         return checks
 

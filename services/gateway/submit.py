@@ -36,7 +36,7 @@ from services.common.metrics import RequestTimer
 from services.common.openai_errors import OpenAIError, error_for_code
 from services.common.redact import content_for_log
 from services.fanout.history import HistoryReader
-from services.fanout.hub import ServerDraining, SubscriberDropped, Subscription
+from services.fanout.hub import SubscriberDropped, Subscription
 from services.gateway.admission import admit
 from services.gateway.callers import Caller
 from services.gateway.limits import check_input
@@ -46,7 +46,6 @@ from services.tenants.limiter import Ticket
 
 __all__ = [
     "EventStream",
-    "ServerDraining",
     "StreamStalled",
     "SubscriberDropped",
     "cancel",
@@ -136,7 +135,6 @@ class EventStream:
         self._timer = timer
         self._transport = transport
         self._trace = DeliverySpan(node.tracer) if timer and node.tracer else None
-        node.streams.add(self)
         if node.metrics is not None:
             node.metrics.active_streams.labels(transport).inc()
 
@@ -215,8 +213,9 @@ class EventStream:
                 if self.tap is not None:
                     await self.tap.events(events)
                 yield events
-            if item is None:  # the feed ended: cut (too slow, or draining), or nothing more
-                self._sub.raise_if_cut()
+            if item is None:  # the feed ended: dropped as too slow, or nothing more to come
+                if self._sub.dropped:
+                    raise SubscriberDropped(self.request_id)
                 self.finished = True
 
     async def _next(self, timeout_s: float) -> StreamEvent | None:
@@ -241,15 +240,10 @@ class EventStream:
             usage = event.usage  # type: ignore[union-attr]
             self.tokens = usage.total_tokens if usage is not None else None
 
-    def cut_for_drain(self) -> None:
-        """The node's drain deadline: the client gets a resumable error after what is queued."""
-        self._sub.drain()
-
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._node.streams.discard(self)
         if self._trace is not None:
             self._trace.end()  # a client that left ends it early
         metrics = self._node.metrics
@@ -289,8 +283,6 @@ async def submit(
     Every refusal is an `OpenAIError` (400 input, 429 limits, 503 queue) carrying the request
     id in `x-request-id` once one exists; nothing is published for a refused request.
     """
-    if node.draining:
-        raise shutting_down()
     # From here the client's clock runs: TTFT and duration include admission and the publish.
     timer = node.metrics.request("ws" if via == "ws" else api) if node.metrics else None
     check_input(body, node.settings.limits)
@@ -353,8 +345,6 @@ async def watch(
     """`caller`'s request from its first event, on any node; a 404 if none comes within
     `found_within_s` (default: `first_event_timeout_s`, as long as a worker may take)."""
     ref = owned(node, caller, request_id)
-    if node.draining:  # the client should resume on a node that stays
-        raise shutting_down()
     settings = node.settings
     sub = Subscription(None, request_id, settings.subscriber_buffer)
     reader = HistoryReader(
@@ -407,15 +397,6 @@ def stream_not_found(request_id: str) -> OpenAIError:
         f"No stream with id '{request_id}'.",
         param="request_id",
         code=EdgeCode.STREAM_NOT_FOUND,
-    )
-
-
-def shutting_down() -> OpenAIError:
-    return OpenAIError(
-        503,
-        "This server is shutting down; send the request to another node.",
-        code=EdgeCode.SERVER_SHUTTING_DOWN,
-        headers={"retry-after": "1"},
     )
 
 

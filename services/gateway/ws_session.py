@@ -229,8 +229,8 @@ class Session:
                     await self._render(made, batch)
         except StreamStalled:
             await self._send(wire.stalled(stream.request_id, stream.last_seq))
-        except SubscriberDropped as exc:
-            await self._send(wire.cut(stream.request_id, stream.last_seq, exc))
+        except SubscriberDropped:
+            await self._send(wire.slow_consumer(stream.request_id, stream.last_seq))
         finally:
             await self._done(stream)
 
@@ -295,5 +295,5 @@ class Session:
                         last = event.seq
         except StreamStalled:
             await self._send(wire.stalled(request_id, last))
-        except SubscriberDropped as exc:
-            await self._send(wire.cut(request_id, last, exc))
+        except SubscriberDropped:
+            await self._send(wire.slow_consumer(request_id, last))

@@ -29,8 +29,6 @@ class FakeNode:
     drops: list[str] = field(default_factory=list)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     tracer: Any = None
-    streams: set[Any] = field(default_factory=set)
-    draining: bool = False
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(self.registry)
