@@ -45,9 +45,11 @@ SERVICE = "gateway"
 
 def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None = None) -> FastAPI:
     registry = CollectorRegistry()
-    tracer_provider = tracer_provider or TracerProvider()
     broker = make_broker(
-        settings, service=SERVICE, registry=registry, tracer_provider=tracer_provider
+        settings,
+        service=SERVICE,
+        registry=registry,
+        tracer_provider=tracer_provider or TracerProvider(),
     )
     topics = settings.topics
     hub = Hub(buffer=settings.subscriber_buffer)
@@ -99,7 +101,6 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         "tokenbus_gateway_subscriptions", "Open watchers on this node", registry=registry
     ).set_function(lambda: hub.subscriptions)
     node.metrics = GatewayMetrics(registry)
-    node.tracer = tracer_provider.get_tracer("tokenbus.gateway")
     node.slow_consumer_drops = node.metrics.slow_consumer_drops
 
     @asynccontextmanager
@@ -140,9 +141,6 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         version="0.1.0",
         lifespan=lifespan,
         max_body_size=settings.limits.max_body_bytes,
-        # HTTP server spans on the service's provider; no spans per dependency and endpoint
-        # call (they would cost every request for little an operator reads).
-        telemetry={"tracer_provider": tracer_provider, "operation_spans": False},
     )
     app.state.node = node
     app.state.engine = engine  # disposed by the lifespan (or by whoever skips it)

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
-from opentelemetry.trace import Tracer
 from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,7 +37,6 @@ class GatewayNode:
     limiter: RateLimiter | None = None  # None: open mode, nothing is limited
     slow_consumer_drops: Counter | None = None
     metrics: GatewayMetrics | None = None  # None in unit tests that build a bare node
-    tracer: Tracer | None = None
     responses: ResponseStore | None = None  # the Responses API index (None: no database)
     conversations: ConversationStore | None = None  # server-side memory (None: no database)
     _next_partition: Iterator[int] = field(init=False)

@@ -17,7 +17,6 @@ from typing import Literal, Protocol
 
 import structlog
 from aiokafka.errors import KafkaError
-from opentelemetry.trace import Span, StatusCode, Tracer
 
 from contracts import (
     TERMINAL_TYPES,
@@ -68,43 +67,6 @@ class Tap(Protocol):
     async def closed(self, finished: bool) -> None: ...
 
 
-class DeliverySpan:
-    """The gateway's part of a request's trace: from its `started` to its terminal event going
-    out to the client, under the HTTP (or WebSocket) span. Names and counts, never text."""
-
-    __slots__ = ("_span", "_tracer")
-
-    def __init__(self, tracer: Tracer) -> None:
-        self._tracer = tracer
-        self._span: Span | None = None
-
-    def event(self, event: StreamEvent) -> None:
-        if isinstance(event, Started) and self._span is None:
-            self._span = self._tracer.start_span(
-                "tokenbus.deliver",
-                attributes={
-                    "gen_ai.operation.name": "chat",
-                    "gen_ai.response.model": event.model,
-                    "tokenbus.request_id": event.request_id,
-                    "tokenbus.tier": event.tier,
-                    "tokenbus.route": event.route_reason,
-                },
-            )
-        elif event.type in TERMINAL_TYPES and self._span is not None:
-            usage = event.usage  # type: ignore[union-attr]
-            if usage is not None:
-                self._span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-                self._span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-            if isinstance(event, Failed):
-                self._span.set_status(StatusCode.ERROR, event.code.value)
-            self.end()
-
-    def end(self) -> None:
-        if self._span is not None:
-            self._span.end()
-            self._span = None
-
-
 class EventStream:
     """One client's view of one request: its events in order, and what leaving means.
 
@@ -134,7 +96,6 @@ class EventStream:
         self.tap: Tap | None = None
         self._timer = timer
         self._transport = transport
-        self._trace = DeliverySpan(node.tracer) if timer and node.tracer else None
         if node.metrics is not None:
             node.metrics.active_streams.labels(transport).inc()
 
@@ -232,8 +193,6 @@ class EventStream:
     def _note(self, event: StreamEvent) -> None:
         if self._timer is not None:
             self._timer.event(event)
-        if self._trace is not None:
-            self._trace.event(event)
         self.last_seq = max(self.last_seq, event.seq)
         if event.type in TERMINAL_TYPES:
             self.finished = True
@@ -244,8 +203,6 @@ class EventStream:
         if self._closed:
             return
         self._closed = True
-        if self._trace is not None:
-            self._trace.end()  # a client that left ends it early
         metrics = self._node.metrics
         if metrics is not None:
             metrics.active_streams.labels(self._transport).dec()

@@ -139,14 +139,7 @@ def create_app(
         )
 
     worker = Worker(
-        settings,
-        models,
-        clients,
-        send,
-        publish_usage,
-        dead_letter,
-        WorkerMetrics(registry),
-        tracer_provider.get_tracer("tokenbus.inference"),
+        settings, models, clients, send, publish_usage, dead_letter, WorkerMetrics(registry)
     )
     worker_ref.append(worker)
     Gauge(

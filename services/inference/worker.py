@@ -12,7 +12,6 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import propagate
-from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
 from contracts import (
@@ -73,7 +72,6 @@ class Worker:
         publish_usage: UsageFn,
         dead_letter: DeadLetterFn,
         metrics: WorkerMetrics | None = None,
-        tracer: Tracer | None = None,
     ) -> None:
         self._settings = settings
         self._models = models
@@ -82,7 +80,6 @@ class Worker:
         self._publish_usage = publish_usage
         self._dead_letter = dead_letter
         self._metrics = metrics
-        self._tracer = tracer
         self._tokens_topic = settings.topics.tokens.name
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._offsets = OffsetTracker()
@@ -236,7 +233,6 @@ class Worker:
                 coalesce_s=self._coalesce_window,
                 retry=self._models.retry,
                 deadline=self._deadline(request),
-                tracer=self._tracer,
             )
             outcome = await generation.run()
         await reply.close()

@@ -28,7 +28,6 @@ class FakeNode:
     cancelled: list[tuple[str, str]] = field(default_factory=list)
     drops: list[str] = field(default_factory=list)
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    tracer: Any = None
 
     def __post_init__(self) -> None:
         self.metrics = GatewayMetrics(self.registry)
