@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
@@ -19,9 +19,8 @@ from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker
-from services.common.metrics import GatewayMetrics
 from services.common.models import load_models
-from services.common.openai_errors import OpenAIError, install_error_handlers
+from services.common.openai_errors import install_error_handlers
 from services.fanout import Hub, ReplyReader
 from services.gateway.body_limit import DeclaredBodyLimit, counted_body_too_large
 from services.gateway.callers import Authenticator
@@ -100,8 +99,11 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     Gauge(
         "tokenbus_gateway_subscriptions", "Open watchers on this node", registry=registry
     ).set_function(lambda: hub.subscriptions)
-    node.metrics = GatewayMetrics(registry)
-    node.slow_consumer_drops = node.metrics.slow_consumer_drops
+    node.slow_consumer_drops = Counter(
+        "tokenbus_gateway_slow_consumer_drops",
+        "Clients dropped for reading too slowly (each may resume)",
+        registry=registry,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -153,12 +155,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
-    errors = node.metrics.http_errors
-
-    def count_error(err: OpenAIError) -> None:
-        errors.labels(str(err.status), str(err.code or "")).inc()
-
-    install_error_handlers(app, on_http=counted_body_too_large, on_answer=count_error)
+    install_error_handlers(app, on_http=counted_body_too_large)
     app.include_router(health_router(registry, readiness))
     app.include_router(chat.router)
     app.include_router(models.router)

@@ -13,7 +13,6 @@ from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
 from contracts import new_request_id, request_belongs
-from services.common.metrics import GatewayMetrics
 from services.common.models import ModelsConfig
 from services.fanout import Hub, ReplyReader
 from services.gateway.callers import Authenticator
@@ -36,7 +35,6 @@ class GatewayNode:
     auth: Authenticator = field(default_factory=lambda: Authenticator(None))
     limiter: RateLimiter | None = None  # None: open mode, nothing is limited
     slow_consumer_drops: Counter | None = None
-    metrics: GatewayMetrics | None = None  # None in unit tests that build a bare node
     responses: ResponseStore | None = None  # the Responses API index (None: no database)
     conversations: ConversationStore | None = None  # server-side memory (None: no database)
     _next_partition: Iterator[int] = field(init=False)

@@ -31,7 +31,6 @@ from contracts import (
     utcnow,
 )
 from services.common.logging import bind_request
-from services.common.metrics import RequestTimer
 from services.common.openai_errors import OpenAIError, error_for_code
 from services.common.redact import content_for_log
 from services.fanout.history import HistoryReader
@@ -81,8 +80,6 @@ class EventStream:
         *,
         ticket: Ticket | None = None,
         reader: HistoryReader | None = None,
-        timer: RequestTimer | None = None,
-        transport: str = "http",
     ) -> None:
         self.request_id = sub.request_id
         self.finished = False  # over for this client: leaving now is no detach
@@ -94,10 +91,6 @@ class EventStream:
         self._closed = False
         self._detach = True  # leaving early starts the grace period
         self.tap: Tap | None = None
-        self._timer = timer
-        self._transport = transport
-        if node.metrics is not None:
-            node.metrics.active_streams.labels(transport).inc()
 
     async def first(self) -> StreamEvent:
         """The first event of a request just submitted. Nobody took it within
@@ -191,8 +184,6 @@ class EventStream:
         return event
 
     def _note(self, event: StreamEvent) -> None:
-        if self._timer is not None:
-            self._timer.event(event)
         self.last_seq = max(self.last_seq, event.seq)
         if event.type in TERMINAL_TYPES:
             self.finished = True
@@ -203,12 +194,7 @@ class EventStream:
         if self._closed:
             return
         self._closed = True
-        metrics = self._node.metrics
-        if metrics is not None:
-            metrics.active_streams.labels(self._transport).dec()
         if not self.finished and self._detach:
-            if metrics is not None:
-                metrics.disconnects.labels(self._transport).inc()
             self._node.detach(self.request_id)
         self._node.release(self._ticket, self.tokens)
         self._sub.close()
@@ -240,8 +226,6 @@ async def submit(
     Every refusal is an `OpenAIError` (400 input, 429 limits, 503 queue) carrying the request
     id in `x-request-id` once one exists; nothing is published for a refused request.
     """
-    # From here the client's clock runs: TTFT and duration include admission and the publish.
-    timer = node.metrics.request("ws" if via == "ws" else api) if node.metrics else None
     check_input(body, node.settings.limits)
     partition = node.reply_partition()
     request_id = node.new_request_id(partition, caller.tenant, int(time.time() * 1000))
@@ -272,8 +256,7 @@ async def submit(
             # Errors name the request too, so it can be found in logs and usage.
             exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
             raise
-    events = EventStream(node, sub, ticket=ticket, timer=timer, transport=via)
-    return events, rate_headers
+    return EventStream(node, sub, ticket=ticket), rate_headers
 
 
 async def _publish(node: GatewayNode, request: ChatRequested, via: str) -> None:
@@ -292,12 +275,7 @@ async def _publish(node: GatewayNode, request: ChatRequested, via: str) -> None:
 
 
 async def watch(
-    node: GatewayNode,
-    caller: Caller,
-    request_id: str,
-    *,
-    found_within_s: float | None = None,
-    via: str = "http",
+    node: GatewayNode, caller: Caller, request_id: str, *, found_within_s: float | None = None
 ) -> EventStream:
     """`caller`'s request from its first event, on any node; a 404 if none comes within
     `found_within_s` (default: `first_event_timeout_s`, as long as a worker may take)."""
@@ -322,16 +300,12 @@ async def watch(
         raise
     # One more watcher: the worker holds off the grace-period cancel while it is here.
     node.fire(node.publisher.attached(request_id))
-    if node.metrics is not None:
-        node.metrics.resumes.labels(via).inc()
-    return EventStream(node, sub, reader=reader, transport=via)
+    return EventStream(node, sub, reader=reader)
 
 
 async def cancel(node: GatewayNode, caller: Caller, request_id: str) -> None:
     """Ask the workers to stop `caller`'s request (a 404 if it is not theirs)."""
     owned(node, caller, request_id)
-    if node.metrics is not None:
-        node.metrics.cancels.inc()
     try:
         await node.publisher.cancel(request_id, reason="client")
     except KafkaError as exc:

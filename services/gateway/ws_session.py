@@ -260,7 +260,7 @@ class Session:
         # Claimed before the history lookup, so a second resume meanwhile is refused.
         self._streaming.add(msg.request_id)
         try:
-            stream = await watch(self._node, caller, msg.request_id, via="ws")
+            stream = await watch(self._node, caller, msg.request_id)
         except OpenAIError as exc:
             self._streaming.discard(msg.request_id)
             await self._send(wire.from_error(exc, msg.id, msg.request_id))

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry, Gauge
 from services.common.dlq import publish_dead_letter
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker, make_fast_producer
-from services.common.metrics import WorkerMetrics
 from services.common.models import load_models
 from services.inference.backends import BackendClients
 from services.inference.settings import InferenceSettings
@@ -138,9 +137,7 @@ def create_app(
             *args[:2], key=args[2], partition=args[3], headers=args[4]
         )
 
-    worker = Worker(
-        settings, models, clients, send, publish_usage, dead_letter, WorkerMetrics(registry)
-    )
+    worker = Worker(settings, models, clients, send, publish_usage, dead_letter)
     worker_ref.append(worker)
     Gauge(
         "tokenbus_inference_active_generations", "Generations running now", registry=registry

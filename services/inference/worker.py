@@ -25,7 +25,6 @@ from contracts import (
     utcnow,
 )
 from services.common.logging import bind_request
-from services.common.metrics import WorkerMetrics
 from services.common.models import ModelsConfig
 from services.inference.backends import BackendClients, Route, route_request
 from services.inference.coalesce import Window
@@ -71,7 +70,6 @@ class Worker:
         send: SendFn,
         publish_usage: UsageFn,
         dead_letter: DeadLetterFn,
-        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._models = models
@@ -79,7 +77,6 @@ class Worker:
         self._send = send
         self._publish_usage = publish_usage
         self._dead_letter = dead_letter
-        self._metrics = metrics
         self._tokens_topic = settings.topics.tokens.name
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._offsets = OffsetTracker()
@@ -236,10 +233,7 @@ class Worker:
             )
             outcome = await generation.run()
         await reply.close()
-        record = _usage_record(request, attempt, route, outcome, started_at, t0)
-        if self._metrics is not None:
-            self._metrics.finished(record)
-        await self._publish_usage(record)
+        await self._publish_usage(_usage_record(request, attempt, route, outcome, started_at, t0))
         log.info(
             "request_finished",
             request_id=request.request_id,
