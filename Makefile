@@ -12,9 +12,15 @@ KAFKA_POM := infra/kafka/pom.xml
 KAFKA_LIBS := infra/kafka/.libs
 KAFKA_DATA ?= .kafka-data
 PYTEST_ARGS ?=
+# Renders infra/k8s where kubectl (which has it built in) is missing: tests/unit/test_k8s.py.
+KUSTOMIZE_VERSION := v5.5.0
+KUSTOMIZE := .tools/bin/kustomize
+# Checks infra/prometheus/alerts.yml (tests/unit/test_alerts.py); built once from source.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := .tools/bin/promtool
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status topics run test test-unit \
-        test-kafka test-e2e bench asyncapi lint fmt clean screenshot
+        test-kafka test-e2e bench asyncapi lint fmt clean screenshot kustomize promtool
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,7 +53,7 @@ topics: install ## Create the registry's topics on $$KAFKA_BOOTSTRAP_SERVERS (id
 run: install kafka-jars ## Broker, llmsim (or OpenAI), inference and gateway; Ctrl-C stops all
 	$(PY) tokenbus dev
 
-test: install kafka-jars ## The whole suite: unit, real-broker integration, end to end
+test: install kafka-jars $(PROMTOOL) ## The whole suite: unit, real-broker integration, end to end
 	$(PY) pytest $(PYTEST_ARGS)
 
 test-unit: install ## Fast tests, no broker
@@ -69,6 +75,16 @@ lint: install ## ruff (lint and format check) and mypy (strict on contracts/ and
 
 fmt: install
 	$(PY) ruff check --fix .
+
+$(KUSTOMIZE):
+	GOBIN=$(CURDIR)/.tools/bin go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+kustomize: $(KUSTOMIZE) ## Pinned kustomize into .tools/bin (needs Go), for machines without kubectl
+
+$(PROMTOOL):
+	GOBIN=$(CURDIR)/.tools/bin go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+promtool: $(PROMTOOL) ## Pinned promtool into .tools/bin (needs Go; a few minutes to build)
 
 clean:
 	rm -rf .run $(KAFKA_DATA) .pytest_cache .tools

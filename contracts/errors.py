@@ -57,3 +57,4 @@ class EdgeCode(StrEnum):
     SERVER_ERROR = "server_error"
     ALREADY_STREAMING = "already_streaming"
     SLOW_CONSUMER = "slow_consumer"
+    SERVER_SHUTTING_DOWN = "server_shutting_down"

@@ -2,7 +2,9 @@
 
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -21,9 +23,37 @@ app = typer.Typer(
 PortOpt = Annotated[int | None, typer.Option(help="Override the port from settings")]
 
 
-def _serve(asgi_app: object, host: str, port: int) -> None:
-    # log_config=None keeps our structlog handlers; uvicorn drains connections on SIGTERM.
-    uvicorn.run(asgi_app, host=host, port=port, log_config=None, timeout_graceful_shutdown=15)  # type: ignore[arg-type]
+class _Server(uvicorn.Server):
+    """uvicorn, telling the app first when a stop signal comes."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._on_exit is not None:
+            self._on_exit()
+        super().handle_exit(sig, frame)
+
+
+def _serve(
+    asgi_app: object,
+    host: str,
+    port: int,
+    *,
+    on_exit: Callable[[], None] | None = None,
+    graceful_s: float = 15,
+) -> None:
+    # log_config=None keeps our structlog handlers; on SIGTERM uvicorn stops accepting and
+    # waits up to `graceful_s` for open connections before it cancels them.
+    config = uvicorn.Config(
+        asgi_app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=int(graceful_s),
+    )
+    _Server(config, on_exit).run()
 
 
 @app.command()
@@ -42,10 +72,20 @@ def gateway(
         overrides["reply_partitions"] = [int(p) for p in partitions.split(",")]
     settings = GatewaySettings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings, "gateway")
+    asgi = create_app(settings, make_tracer_provider(settings, "gateway"))
+    # The gateway ends its SSE streams itself when it drains (with a resumable error after
+    # drain_timeout_s); sse-starlette would otherwise cut them all the moment SIGTERM comes.
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.disable_automatic_graceful_drain()
+    # SIGTERM drains: streams run on for drain_timeout_s, then their clients are told to
+    # resume elsewhere; uvicorn waits a little longer than that before closing connections.
     _serve(
-        create_app(settings, make_tracer_provider(settings, "gateway")),
+        asgi,
         settings.host,
         settings.port,
+        on_exit=asgi.state.node.request_drain,
+        graceful_s=settings.drain_timeout_s + 5,
     )
 
 

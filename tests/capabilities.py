@@ -15,6 +15,7 @@ import pytest
 
 POSTGRESQL = ("PostgreSQL", "apt-get install -y postgresql")
 CHROMIUM = ("Chromium", "apt-get install -y chromium")
+PROMTOOL = ("promtool", "make promtool (needs Go)")
 
 _PREFIX = "missing capability: "
 _REASON = re.compile(re.escape(_PREFIX) + r"(?P<name>.+?) is not installed \((?P<hint>.+)\)")

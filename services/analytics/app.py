@@ -1,6 +1,7 @@
 """create_app(settings): the usage consumer and the usage API in one FastAPI process."""
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
 from contracts import DeadLetter
 from services.analytics.api import router
@@ -25,6 +26,7 @@ from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker
+from services.common.metrics import AnalyticsMetrics, KafkaMetrics, group_lag
 from services.common.openai_errors import install_error_handlers
 from services.tenants.database import pepper
 from services.tenants.store import TenantStore
@@ -101,21 +103,18 @@ def create_app(
     engine = make_engine(settings.database_url)
     store = UsageStore(engine)
     topics = settings.topics
-    records = Counter(
-        "tokenbus_analytics_records",
-        "Usage records by outcome: stored, duplicates (already stored), dead_lettered",
-        ["outcome"],
-        registry=registry,
-    )
+    analytics_metrics = AnalyticsMetrics(registry)
+    kafka_metrics = KafkaMetrics(registry)
 
     def count(outcome: str, n: int) -> None:
-        records.labels(outcome).inc(n)
+        analytics_metrics.records.labels(outcome).inc(n)
 
     async def dead_letter(record: ConsumerRecord[Any, Any], reason: str) -> None:
         await dead_letter_record(broker.publish, topics.usage_dlq.name, record, reason, SERVICE)
+        kafka_metrics.dead_letters.labels(topics.usage_dlq.name).inc()
         log.warning("dead_lettered", partition=record.partition, offset=record.offset)
 
-    sink = UsageSink(store, dead_letter, count)
+    sink = UsageSink(store, dead_letter, count, analytics_metrics.batch_seconds.observe)
     subscriber = add_usage_subscriber(broker, settings, sink)
 
     @asynccontextmanager
@@ -133,9 +132,13 @@ def create_app(
         await migrate(engine, rebuild_branch=MIGRATION_BRANCH if settings.from_beginning else None)
         await broker.start()
         log.info("analytics_started", group=settings.group_id, rebuild=settings.from_beginning)
+        lag = asyncio.create_task(kafka_metrics.follow_lag(lambda: group_lag(subscriber.consumer)))
         try:
             yield
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             consumer = subscriber.consumer
             if consumer is not None:
                 consumer.pause(*consumer.assignment())
@@ -151,8 +154,6 @@ def create_app(
             database = False
         return {"database": database, "kafka": await broker.ping(timeout=2.0)}
 
-    for outcome in ("stored", "duplicates", "dead_lettered"):
-        records.labels(outcome)  # exported as 0 before the first record
     app = FastAPI(title="tokenbus analytics", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(router)

@@ -1,6 +1,7 @@
 """The usage consumer: a fetched batch is validated, stored in one transaction, then committed."""
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -60,8 +61,15 @@ class UsageSink:
     record never blocks its partition.
     """
 
-    def __init__(self, store: UsageStore, dead_letter: DeadLetterFn, count: CountFn) -> None:
+    def __init__(
+        self,
+        store: UsageStore,
+        dead_letter: DeadLetterFn,
+        count: CountFn,
+        took: Callable[[float], None] | None = None,
+    ) -> None:
         self._store = store
+        self._took = took  # seconds from a batch's arrival to its commit
         self._dead_letter = dead_letter
         self._count = count
         self._lock = asyncio.Lock()
@@ -73,6 +81,7 @@ class UsageSink:
         async with self._lock:
             if self._closing or not records:
                 return  # uncommitted: the next owner of the partitions reads them again
+            t0 = time.monotonic()
             good, bad = decode(records)
             refused = await self._store_until_durable(good)
             if refused is None:
@@ -82,6 +91,8 @@ class UsageSink:
             self._count("dead_lettered", len(bad) + len(refused))
             if commit is not None:
                 await _commit(commit, next_offsets(records))
+            if self._took is not None:
+                self._took(time.monotonic() - t0)
 
     async def drain(self) -> None:
         """Take no new batch; return once the batch being stored (if any) is committed."""

@@ -137,20 +137,27 @@ def install_error_handlers(
     *,
     on_invalid: Callable[[RequestValidationError], OpenAIError] = validation_error,
     on_http: Callable[[Request, StarletteHTTPException], OpenAIError | None] | None = None,
+    on_answer: Callable[[OpenAIError], None] | None = None,
 ) -> None:
     """OpenAIError as itself; validation, routing and unexpected errors in the same shape.
 
     `on_invalid` words validation errors (llmsim mimics OpenAI's own codes); `on_http` may
-    replace the error for a Starlette HTTP exception (None: the default rendering).
+    replace the error for a Starlette HTTP exception (None: the default rendering);
+    `on_answer` sees every error answered (to count them).
     """
+
+    def respond(err: OpenAIError) -> JSONResponse:
+        if on_answer is not None:
+            on_answer(err)
+        return err.response()
 
     @app.exception_handler(OpenAIError)
     async def openai_error(_: Request, exc: OpenAIError) -> JSONResponse:
-        return exc.response()
+        return respond(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return on_invalid(exc).response()
+        return respond(on_invalid(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -160,11 +167,11 @@ def install_error_handlers(
             if code is None and exc.status_code >= 500:
                 code = EdgeCode.SERVER_ERROR
             err = OpenAIError(exc.status_code, str(exc.detail), code=code, headers=exc.headers)
-        return err.response()
+        return respond(err)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # A bug, never bad input: log it with its trace, but tell the client nothing of it.
         log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
         message = "The server had an error processing your request."
-        return OpenAIError(500, message, code=ErrorCode.INTERNAL).response()
+        return respond(OpenAIError(500, message, code=ErrorCode.INTERNAL))

@@ -3,12 +3,23 @@
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
-from contracts import StreamEvent
+from contracts import EdgeCode, StreamEvent
 from services.fanout.sequencer import Sequencer
 
 
 class SubscriberDropped(Exception):
-    """The watcher fell too far behind; it can resume from the last event it got."""
+    """The watcher lost its feed: it fell too far behind. It can resume from the last event
+    it got; `code` and `message` are what its client is told."""
+
+    code = EdgeCode.SLOW_CONSUMER
+    message = "client too slow; resume from the last event id"
+
+
+class ServerDraining(SubscriberDropped):
+    """This node is shutting down: the watcher resumes on another node."""
+
+    code = EdgeCode.SERVER_SHUTTING_DOWN
+    message = "this server is shutting down; resume from the last event id on another node"
 
 
 class Subscription:
@@ -22,6 +33,7 @@ class Subscription:
         # follows exactly the rules of one fed live.
         self._sequencer = Sequencer()
         self.dropped = False
+        self.draining = False
         self.on_drop: Callable[[], None] | None = None  # told once, when dropped
 
     def offer(self, event: StreamEvent) -> None:
@@ -68,9 +80,24 @@ class Subscription:
     async def next(self) -> StreamEvent | None:
         """The next event; None once the stream is over; raises if this watcher was dropped."""
         event = await self._queue.get()
-        if event is None and self.dropped:
-            raise SubscriberDropped(self.request_id)
+        if event is None:
+            self.raise_if_cut()
         return event
+
+    def raise_if_cut(self) -> None:
+        """At the end of the feed: raise if it was cut (dropped, or the node drains)."""
+        if self.dropped:
+            raise SubscriberDropped(self.request_id)
+        if self.draining:
+            raise ServerDraining(self.request_id)
+
+    def drain(self) -> None:
+        """The node is shutting down: what is queued is still handed out, then the feed ends
+        with `ServerDraining`."""
+        if self.finished or self.draining:
+            return
+        self.draining = True
+        self.push(None)
 
     def ready(self, limit: int) -> list[StreamEvent | None]:
         """Events already queued (at most `limit`), without waiting: lets a writer send a

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from contracts import STREAM_EVENT
 from services.common.kafka import assigned_consumer
+from services.common.metrics import reader_lag
 from services.common.redact import validation_summary
 from services.fanout.hub import Hub
 
@@ -30,8 +32,10 @@ class ReplyReader:
         partitions: list[int],
         client_id: str,
         dead_letter: DeadLetterFn | None = None,
+        delivered: Callable[[float], None] | None = None,
     ) -> None:
         self._hub = hub
+        self._delivered = delivered  # seconds from an event's making to this reader
         # This node is the only reader of its partitions, so it is the one to dead-letter
         # their bad records: each ends in the DLQ once.
         self._dead_letter = dead_letter
@@ -59,6 +63,10 @@ class ReplyReader:
             await self._consumer.position(tp)
         self.ready = True
         self._task = asyncio.create_task(self._run(), name="reply-reader")
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """How far behind the end of its partitions this reader is (for the lag gauge)."""
+        return await reader_lag(self._consumer) if self._consumer is not None else {}
 
     async def stop(self) -> None:
         self.ready = False
@@ -93,5 +101,8 @@ class ReplyReader:
             if self._dead_letter is not None:
                 await self._dead_letter(record, str(exc))
             return
+        if self._delivered is not None and event.type != "delta":
+            # started and terminal events only: two per request, never per token
+            self._delivered(time.time() - event.ts.timestamp())
         if self._hub.is_watched(event.request_id):
             self._hub.publish(event)

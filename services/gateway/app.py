@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp
 
@@ -19,8 +19,9 @@ from services.common.database import make_engine, migrate
 from services.common.dlq import dead_letter_record
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker
+from services.common.metrics import GatewayMetrics, KafkaMetrics
 from services.common.models import load_models
-from services.common.openai_errors import install_error_handlers
+from services.common.openai_errors import OpenAIError, install_error_handlers
 from services.fanout import Hub, ReplyReader
 from services.gateway.body_limit import DeclaredBodyLimit, counted_body_too_large
 from services.gateway.callers import Authenticator
@@ -44,17 +45,18 @@ SERVICE = "gateway"
 
 def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None = None) -> FastAPI:
     registry = CollectorRegistry()
+    tracer_provider = tracer_provider or TracerProvider()
     broker = make_broker(
-        settings,
-        service=SERVICE,
-        registry=registry,
-        tracer_provider=tracer_provider or TracerProvider(),
+        settings, service=SERVICE, registry=registry, tracer_provider=tracer_provider
     )
     topics = settings.topics
     hub = Hub(buffer=settings.subscriber_buffer)
 
+    kafka_metrics = KafkaMetrics(registry)
+
     async def dead_letter(record: Any, reason: str) -> None:
         await dead_letter_record(broker.publish, topics.tokens_dlq.name, record, reason, SERVICE)
+        kafka_metrics.dead_letters.labels(topics.tokens_dlq.name).inc()
 
     reader = ReplyReader(
         hub,
@@ -63,6 +65,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         settings.reply_partitions,
         client_id=f"tokenbus-gateway-{settings.instance}",
         dead_letter=dead_letter,
+        delivered=kafka_metrics.delivery.observe,
     )
     keys = settings.auth_mode == "keys"
     # The shared SQL: keys and limits (keys mode) and the Responses API index (always).
@@ -99,11 +102,9 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     Gauge(
         "tokenbus_gateway_subscriptions", "Open watchers on this node", registry=registry
     ).set_function(lambda: hub.subscriptions)
-    node.slow_consumer_drops = Counter(
-        "tokenbus_gateway_slow_consumer_drops",
-        "Clients dropped for reading too slowly (each may resume)",
-        registry=registry,
-    )
+    node.metrics = GatewayMetrics(registry)
+    node.tracer = tracer_provider.get_tracer("tokenbus.gateway")
+    node.slow_consumer_drops = node.metrics.slow_consumer_drops
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -113,8 +114,10 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         await ensure_topics(settings.bootstrap_servers, topics)
         await broker.start()
         await reader.start()
+        node.bind_loop()
         renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
         purging = asyncio.create_task(_purge(responses, conversations, settings))
+        lag = asyncio.create_task(kafka_metrics.follow_lag(reader.lag))
         log.info(
             "gateway_started",
             partitions=reader.partitions,
@@ -124,7 +127,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         try:
             yield
         finally:
-            for task in (renewing, purging):
+            for task in (renewing, purging, lag):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -135,6 +138,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
 
     async def readiness() -> dict[str, bool]:
         checks = {"kafka": await broker.ping(timeout=2.0), "reply_partitions": reader.ready}
+        checks["accepting"] = not node.draining  # false from SIGTERM on: send traffic elsewhere
         checks["database"] = await _database_answers(engine)
         return checks
 
@@ -143,6 +147,8 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         version="0.1.0",
         lifespan=lifespan,
         max_body_size=settings.limits.max_body_bytes,
+        # HTTP server spans on the service's provider (the global one in a service process).
+        telemetry={"tracer_provider": tracer_provider},
     )
     app.state.node = node
     app.state.engine = engine  # disposed by the lifespan (or by whoever skips it)
@@ -155,7 +161,12 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
             expose_headers=CORS_EXPOSED_HEADERS,
             max_age=600,
         )
-    install_error_handlers(app, on_http=counted_body_too_large)
+    errors = node.metrics.http_errors
+
+    def count_error(err: OpenAIError) -> None:
+        errors.labels(str(err.status), str(err.code or "")).inc()
+
+    install_error_handlers(app, on_http=counted_body_too_large, on_answer=count_error)
     app.include_router(health_router(registry, readiness))
     app.include_router(chat.router)
     app.include_router(models.router)

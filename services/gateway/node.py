@@ -9,10 +9,12 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
+from opentelemetry.trace import Tracer
 from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 
 from contracts import new_request_id, request_belongs
+from services.common.metrics import GatewayMetrics
 from services.common.models import ModelsConfig
 from services.fanout import Hub, ReplyReader
 from services.gateway.callers import Authenticator
@@ -35,14 +37,45 @@ class GatewayNode:
     auth: Authenticator = field(default_factory=lambda: Authenticator(None))
     limiter: RateLimiter | None = None  # None: open mode, nothing is limited
     slow_consumer_drops: Counter | None = None
+    metrics: GatewayMetrics | None = None  # None in unit tests that build a bare node
+    tracer: Tracer | None = None
     responses: ResponseStore | None = None  # the Responses API index (None: no database)
     conversations: ConversationStore | None = None  # server-side memory (None: no database)
+    draining: bool = False  # SIGTERM: no new requests, open streams end at the deadline
+    streams: set[Any] = field(default_factory=set)  # open EventStreams (drained on SIGTERM)
     _next_partition: Iterator[int] = field(init=False)
+    _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
     _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
 
     def __post_init__(self) -> None:
         self._next_partition = itertools.cycle(self.settings.reply_partitions)
         self._id_secret = self.settings.id_secret.get_secret_value().encode()
+
+    def bind_loop(self) -> None:
+        """Remember the serving loop, for `request_drain` from a signal handler."""
+        self._loop = asyncio.get_running_loop()
+
+    def request_drain(self) -> None:
+        """Safe from a signal handler: start draining on the serving loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.start_drain)
+
+    def start_drain(self) -> None:
+        """Stop taking requests (readiness goes false), let open streams run for
+        `drain_timeout_s`, then end each with a resumable error: its client resumes from its
+        last event on another node, and the worker keeps generating meanwhile (grace period)."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info(
+            "gateway_draining", streams=len(self.streams), within_s=self.settings.drain_timeout_s
+        )
+        asyncio.get_running_loop().call_later(self.settings.drain_timeout_s, self._cut_streams)
+
+    def _cut_streams(self) -> None:
+        log.info("gateway_drain_deadline", streams=len(self.streams))
+        for stream in list(self.streams):
+            stream.cut_for_drain()
 
     def fire(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background (also from a request being torn down), keeping a

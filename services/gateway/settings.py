@@ -107,6 +107,12 @@ class GatewaySettings(
     first_event_timeout_s: float = Field(
         default=60.0, gt=0, description="Give up (503) if no worker takes the request by then"
     )
+    drain_timeout_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGTERM, how long open streams may run before their clients are told to"
+        " resume on another node",
+    )
     disconnect_grace_s: float = Field(
         default=30.0, ge=0, description="Keep generating this long for a client that left"
     )

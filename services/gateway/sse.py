@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 from sse_starlette import ServerSentEvent
 
-from contracts import Completed, Delta, EdgeCode, ErrorCode, Failed, Started, StreamEvent
+from contracts import Completed, Delta, ErrorCode, Failed, Started, StreamEvent
 from services.common.openai_errors import Code, stream_error
 from services.gateway.openai_wire import ChunkFormatter
 from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped
@@ -78,14 +78,13 @@ async def sse_frames(
                 yield out
     except StreamStalled:
         yield _encode([_error(ErrorCode.STREAM_TIMEOUT, _STALLED)])
-    except SubscriberDropped:
-        yield _encode([_error(EdgeCode.SLOW_CONSUMER, _DROPPED)])  # the client may resume
+    except SubscriberDropped as exc:  # too slow, or this node drains: the client may resume
+        yield _encode([_error(exc.code, exc.message)])
     finally:
         await stream.aclose()
 
 
 _STALLED = "the answer stalled; resume or retry"
-_DROPPED = "client too slow; resume from the last event id"
 
 
 def _error(code: Code, message: str) -> ServerSentEvent:

@@ -17,6 +17,7 @@ from typing import Literal, Protocol
 
 import structlog
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import Span, StatusCode, Tracer
 
 from contracts import (
     TERMINAL_TYPES,
@@ -31,10 +32,11 @@ from contracts import (
     utcnow,
 )
 from services.common.logging import bind_request
+from services.common.metrics import RequestTimer
 from services.common.openai_errors import OpenAIError, error_for_code
 from services.common.redact import content_for_log
 from services.fanout.history import HistoryReader
-from services.fanout.hub import SubscriberDropped, Subscription
+from services.fanout.hub import ServerDraining, SubscriberDropped, Subscription
 from services.gateway.admission import admit
 from services.gateway.callers import Caller
 from services.gateway.limits import check_input
@@ -44,6 +46,7 @@ from services.tenants.limiter import Ticket
 
 __all__ = [
     "EventStream",
+    "ServerDraining",
     "StreamStalled",
     "SubscriberDropped",
     "cancel",
@@ -66,6 +69,43 @@ class Tap(Protocol):
     async def closed(self, finished: bool) -> None: ...
 
 
+class DeliverySpan:
+    """The gateway's part of a request's trace: from its `started` to its terminal event going
+    out to the client, under the HTTP (or WebSocket) span. Names and counts, never text."""
+
+    __slots__ = ("_span", "_tracer")
+
+    def __init__(self, tracer: Tracer) -> None:
+        self._tracer = tracer
+        self._span: Span | None = None
+
+    def event(self, event: StreamEvent) -> None:
+        if isinstance(event, Started) and self._span is None:
+            self._span = self._tracer.start_span(
+                "tokenbus.deliver",
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.response.model": event.model,
+                    "tokenbus.request_id": event.request_id,
+                    "tokenbus.tier": event.tier,
+                    "tokenbus.route": event.route_reason,
+                },
+            )
+        elif event.type in TERMINAL_TYPES and self._span is not None:
+            usage = event.usage  # type: ignore[union-attr]
+            if usage is not None:
+                self._span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+                self._span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            if isinstance(event, Failed):
+                self._span.set_status(StatusCode.ERROR, event.code.value)
+            self.end()
+
+    def end(self) -> None:
+        if self._span is not None:
+            self._span.end()
+            self._span = None
+
+
 class EventStream:
     """One client's view of one request: its events in order, and what leaving means.
 
@@ -80,6 +120,8 @@ class EventStream:
         *,
         ticket: Ticket | None = None,
         reader: HistoryReader | None = None,
+        timer: RequestTimer | None = None,
+        transport: str = "http",
     ) -> None:
         self.request_id = sub.request_id
         self.finished = False  # over for this client: leaving now is no detach
@@ -91,6 +133,12 @@ class EventStream:
         self._closed = False
         self._detach = True  # leaving early starts the grace period
         self.tap: Tap | None = None
+        self._timer = timer
+        self._transport = transport
+        self._trace = DeliverySpan(node.tracer) if timer and node.tracer else None
+        node.streams.add(self)
+        if node.metrics is not None:
+            node.metrics.active_streams.labels(transport).inc()
 
     async def first(self) -> StreamEvent:
         """The first event of a request just submitted. Nobody took it within
@@ -167,9 +215,8 @@ class EventStream:
                 if self.tap is not None:
                     await self.tap.events(events)
                 yield events
-            if item is None:  # the feed ended: dropped as too slow, or nothing more to come
-                if self._sub.dropped:
-                    raise SubscriberDropped(self.request_id)
+            if item is None:  # the feed ended: cut (too slow, or draining), or nothing more
+                self._sub.raise_if_cut()
                 self.finished = True
 
     async def _next(self, timeout_s: float) -> StreamEvent | None:
@@ -184,17 +231,33 @@ class EventStream:
         return event
 
     def _note(self, event: StreamEvent) -> None:
+        if self._timer is not None:
+            self._timer.event(event)
+        if self._trace is not None:
+            self._trace.event(event)
         self.last_seq = max(self.last_seq, event.seq)
         if event.type in TERMINAL_TYPES:
             self.finished = True
             usage = event.usage  # type: ignore[union-attr]
             self.tokens = usage.total_tokens if usage is not None else None
 
+    def cut_for_drain(self) -> None:
+        """The node's drain deadline: the client gets a resumable error after what is queued."""
+        self._sub.drain()
+
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._node.streams.discard(self)
+        if self._trace is not None:
+            self._trace.end()  # a client that left ends it early
+        metrics = self._node.metrics
+        if metrics is not None:
+            metrics.active_streams.labels(self._transport).dec()
         if not self.finished and self._detach:
+            if metrics is not None:
+                metrics.disconnects.labels(self._transport).inc()
             self._node.detach(self.request_id)
         self._node.release(self._ticket, self.tokens)
         self._sub.close()
@@ -226,6 +289,10 @@ async def submit(
     Every refusal is an `OpenAIError` (400 input, 429 limits, 503 queue) carrying the request
     id in `x-request-id` once one exists; nothing is published for a refused request.
     """
+    if node.draining:
+        raise shutting_down()
+    # From here the client's clock runs: TTFT and duration include admission and the publish.
+    timer = node.metrics.request("ws" if via == "ws" else api) if node.metrics else None
     check_input(body, node.settings.limits)
     partition = node.reply_partition()
     request_id = node.new_request_id(partition, caller.tenant, int(time.time() * 1000))
@@ -256,7 +323,8 @@ async def submit(
             # Errors name the request too, so it can be found in logs and usage.
             exc.headers = {**(exc.headers or {}), "x-request-id": request_id}
             raise
-    return EventStream(node, sub, ticket=ticket), rate_headers
+    events = EventStream(node, sub, ticket=ticket, timer=timer, transport=via)
+    return events, rate_headers
 
 
 async def _publish(node: GatewayNode, request: ChatRequested, via: str) -> None:
@@ -275,11 +343,18 @@ async def _publish(node: GatewayNode, request: ChatRequested, via: str) -> None:
 
 
 async def watch(
-    node: GatewayNode, caller: Caller, request_id: str, *, found_within_s: float | None = None
+    node: GatewayNode,
+    caller: Caller,
+    request_id: str,
+    *,
+    found_within_s: float | None = None,
+    via: str = "http",
 ) -> EventStream:
     """`caller`'s request from its first event, on any node; a 404 if none comes within
     `found_within_s` (default: `first_event_timeout_s`, as long as a worker may take)."""
     ref = owned(node, caller, request_id)
+    if node.draining:  # the client should resume on a node that stays
+        raise shutting_down()
     settings = node.settings
     sub = Subscription(None, request_id, settings.subscriber_buffer)
     reader = HistoryReader(
@@ -300,12 +375,16 @@ async def watch(
         raise
     # One more watcher: the worker holds off the grace-period cancel while it is here.
     node.fire(node.publisher.attached(request_id))
-    return EventStream(node, sub, reader=reader)
+    if node.metrics is not None:
+        node.metrics.resumes.labels(via).inc()
+    return EventStream(node, sub, reader=reader, transport=via)
 
 
 async def cancel(node: GatewayNode, caller: Caller, request_id: str) -> None:
     """Ask the workers to stop `caller`'s request (a 404 if it is not theirs)."""
     owned(node, caller, request_id)
+    if node.metrics is not None:
+        node.metrics.cancels.inc()
     try:
         await node.publisher.cancel(request_id, reason="client")
     except KafkaError as exc:
@@ -328,6 +407,15 @@ def stream_not_found(request_id: str) -> OpenAIError:
         f"No stream with id '{request_id}'.",
         param="request_id",
         code=EdgeCode.STREAM_NOT_FOUND,
+    )
+
+
+def shutting_down() -> OpenAIError:
+    return OpenAIError(
+        503,
+        "This server is shutting down; send the request to another node.",
+        code=EdgeCode.SERVER_SHUTTING_DOWN,
+        headers={"retry-after": "1"},
     )
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 
 from contracts import Delta, EdgeCode, ErrorCode, StreamEvent
 from services.common.openai_errors import Code, OpenAIError, param_from_loc
+from services.fanout.hub import SubscriberDropped
 from services.gateway.openai_wire import ChatCompletionRequest
 from services.gateway.responses.wire import ResponsesRequest
 
@@ -224,8 +225,7 @@ def stalled(request_id: str, last_seq: int) -> str:
     )
 
 
-def slow_consumer(request_id: str, last_seq: int) -> str:
-    message = "Client too slow; resume from last_seq."
-    return error_frame(
-        EdgeCode.SLOW_CONSUMER, message, request_id=request_id, retryable=True, last_seq=last_seq
-    )
+def cut(request_id: str, last_seq: int, why: SubscriberDropped) -> str:
+    """The feed was cut (a slow client, or this node shutting down): resume from last_seq."""
+    message = f"{why.message[:1].upper()}{why.message[1:]} (last_seq)."
+    return error_frame(why.code, message, request_id=request_id, retryable=True, last_seq=last_seq)

@@ -229,8 +229,8 @@ class Session:
                     await self._render(made, batch)
         except StreamStalled:
             await self._send(wire.stalled(stream.request_id, stream.last_seq))
-        except SubscriberDropped:
-            await self._send(wire.slow_consumer(stream.request_id, stream.last_seq))
+        except SubscriberDropped as exc:
+            await self._send(wire.cut(stream.request_id, stream.last_seq, exc))
         finally:
             await self._done(stream)
 
@@ -260,7 +260,7 @@ class Session:
         # Claimed before the history lookup, so a second resume meanwhile is refused.
         self._streaming.add(msg.request_id)
         try:
-            stream = await watch(self._node, caller, msg.request_id)
+            stream = await watch(self._node, caller, msg.request_id, via="ws")
         except OpenAIError as exc:
             self._streaming.discard(msg.request_id)
             await self._send(wire.from_error(exc, msg.id, msg.request_id))
@@ -295,5 +295,5 @@ class Session:
                         last = event.seq
         except StreamStalled:
             await self._send(wire.stalled(request_id, last))
-        except SubscriberDropped:
-            await self._send(wire.slow_consumer(request_id, last))
+        except SubscriberDropped as exc:
+            await self._send(wire.cut(request_id, last, exc))

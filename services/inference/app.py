@@ -1,5 +1,7 @@
 """create_app(settings): the inference worker as a FastStream broker inside a FastAPI shell."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from services.common.dlq import publish_dead_letter
 from services.common.health import health_router
 from services.common.kafka import ensure_topics, make_broker, make_fast_producer
+from services.common.metrics import KafkaMetrics, WorkerMetrics, group_lag
 from services.common.models import load_models
 from services.inference.backends import BackendClients
 from services.inference.settings import InferenceSettings
@@ -113,7 +116,10 @@ def create_app(
     clients = BackendClients(models)
     topics = settings.topics
 
+    kafka_metrics = KafkaMetrics(registry)
+
     async def dead_letter(*, value: bytes, delivery: Delivery, reason: str) -> None:
+        kafka_metrics.dead_letters.labels(topics.requests_dlq.name).inc()
         await publish_dead_letter(
             broker.publish,
             topics.requests_dlq.name,
@@ -137,7 +143,16 @@ def create_app(
             *args[:2], key=args[2], partition=args[3], headers=args[4]
         )
 
-    worker = Worker(settings, models, clients, send, publish_usage, dead_letter)
+    worker = Worker(
+        settings,
+        models,
+        clients,
+        send,
+        publish_usage,
+        dead_letter,
+        WorkerMetrics(registry),
+        tracer_provider.get_tracer("tokenbus.inference"),
+    )
     worker_ref.append(worker)
     Gauge(
         "tokenbus_inference_active_generations", "Generations running now", registry=registry
@@ -180,9 +195,13 @@ def create_app(
             )
         )
         log.info("worker_started", group=settings.group_id, models=models.profile)
+        lag = asyncio.create_task(kafka_metrics.follow_lag(lambda: group_lag(consumer)))
         try:
             yield
         finally:
+            lag.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
             await _shutdown(broker, worker, settings.drain_timeout_s)
             await broker.stop()
             await producer.stop()

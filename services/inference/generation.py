@@ -17,6 +17,8 @@ import httpx2
 import openai
 from httpx_sse import EventSource
 from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from pydantic_core import from_json
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -120,6 +122,7 @@ class Generation:
         coalesce_s: float | Callable[[], float],
         retry: RetryPolicy,
         deadline: float | None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.request = request
         self.route = route
@@ -137,6 +140,7 @@ class Generation:
         self._tries: list[BackendTry] = []
         self._last_code: ErrorCode | None = None
         self._current: PlannedTry | None = None
+        self._tracer = tracer or trace.get_tracer("tokenbus.inference")
 
     async def run(self) -> Outcome:
         try:
@@ -194,17 +198,37 @@ class Generation:
         )
         t0 = time.monotonic()
         outcome = "ok"
+        # The backend call in the request's trace (under the worker's consume span), with the
+        # GenAI attributes: models and token counts, never the prompt or the answer.
+        span = self._tracer.start_span(
+            f"chat {planned.model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": planned.model,
+                "tokenbus.backend": planned.backend.name,
+                "tokenbus.tier": planned.tier,
+                "tokenbus.try": len(self._tries),
+            },
+        )
         try:
-            async with self._clients.slot(planned.backend):
-                return await self._stream(planned)
+            with trace.use_span(span, end_on_exit=False):
+                async with self._clients.slot(planned.backend):
+                    result = await self._stream(planned)
+            self._end_span(span, planned, result)
+            return result
         except BeforeText as exc:
             outcome = exc.code.value
             self._last_code = exc.code
+            span.set_attribute("error.type", exc.code.value)
+            span.set_status(StatusCode.ERROR)
             raise
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
         finally:
+            span.end()
             self._tries.append(
                 BackendTry(
                     backend=planned.backend.name,
@@ -214,6 +238,18 @@ class Generation:
                     duration_ms=(time.monotonic() - t0) * 1000,
                 )
             )
+
+    def _end_span(self, span: Span, planned: PlannedTry, result: Outcome) -> None:
+        if not span.is_recording():
+            return
+        span.set_attribute("gen_ai.response.model", planned.model)
+        span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+        if result.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [result.finish_reason])
+        if result.error_code is not None:
+            span.set_attribute("error.type", result.error_code.value)
+            span.set_status(StatusCode.ERROR)
 
     async def _stream(self, planned: PlannedTry) -> Outcome:
         backend = planned.backend

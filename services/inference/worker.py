@@ -12,6 +12,7 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from opentelemetry import propagate
+from opentelemetry.trace import Tracer
 from pydantic import ValidationError
 
 from contracts import (
@@ -25,6 +26,7 @@ from contracts import (
     utcnow,
 )
 from services.common.logging import bind_request
+from services.common.metrics import WorkerMetrics
 from services.common.models import ModelsConfig
 from services.inference.backends import BackendClients, Route, route_request
 from services.inference.coalesce import Window
@@ -70,6 +72,8 @@ class Worker:
         send: SendFn,
         publish_usage: UsageFn,
         dead_letter: DeadLetterFn,
+        metrics: WorkerMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._settings = settings
         self._models = models
@@ -77,6 +81,8 @@ class Worker:
         self._send = send
         self._publish_usage = publish_usage
         self._dead_letter = dead_letter
+        self._metrics = metrics
+        self._tracer = tracer
         self._tokens_topic = settings.topics.tokens.name
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._offsets = OffsetTracker()
@@ -230,10 +236,14 @@ class Worker:
                 coalesce_s=self._coalesce_window,
                 retry=self._models.retry,
                 deadline=self._deadline(request),
+                tracer=self._tracer,
             )
             outcome = await generation.run()
         await reply.close()
-        await self._publish_usage(_usage_record(request, attempt, route, outcome, started_at, t0))
+        record = _usage_record(request, attempt, route, outcome, started_at, t0)
+        if self._metrics is not None:
+            self._metrics.finished(record)
+        await self._publish_usage(record)
         log.info(
             "request_finished",
             request_id=request.request_id,

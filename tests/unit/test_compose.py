@@ -492,8 +492,11 @@ def _dashboard() -> dict[str, Any]:
 
 def _dashboard_metrics() -> set[str]:
     exprs = [t["expr"] for p in _dashboard()["panels"] for t in p["targets"]]
+    # Label names are not metrics: drop selectors {...} and grouping clauses by (...) first.
+    grouping = r"\b(by|without|ignoring|on|group_left|group_right)\s*\([^)]*\)"
+    exprs = [re.sub(grouping, " ", re.sub(r"\{[^}]*\}", " ", e)) for e in exprs]
     words = {w for e in exprs for w in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", e)}
-    return {w for w in words if w.startswith(("tokenbus_", "llmsim_", "faststream_"))}
+    return {w for w in words if w.startswith(("tokenbus_", "llmsim_", "faststream_", "gen_ai_"))}
 
 
 async def _exposed_metrics() -> set[str]:
@@ -512,6 +515,15 @@ async def _exposed_metrics() -> set[str]:
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             text = (await client.get("/metrics")).text
         names |= {line.split()[2] for line in text.splitlines() if line.startswith("# ")}
+        # A labelled metric with no sample yet shows only its TYPE line: add the sample names
+        # Prometheus will scrape once it has one.
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split()
+                names |= {"counter": {f"{name}_total"},
+                          "histogram": {f"{name}_bucket", f"{name}_sum", f"{name}_count"}}.get(
+                    kind, set()
+                )  # fmt: skip
         names |= {re.split(r"[{ ]", line)[0] for line in text.splitlines() if line[:1].isalpha()}
     return names
 
@@ -523,6 +535,10 @@ async def test_dashboard_queries_metrics_the_services_expose() -> None:
         "tokenbus_inference_active_generations",
         "llmsim_tokens_total",
         "faststream_received_messages_total",
+        "gen_ai_server_time_to_first_token_seconds_bucket",
+        "gen_ai_client_token_usage_sum",
+        "tokenbus_inference_cost_usd_total",
+        "tokenbus_inference_fallbacks_total",
     } <= wanted
     missing = wanted - await _exposed_metrics()
     assert not missing, f"dashboard queries metrics nobody exposes: {sorted(missing)}"

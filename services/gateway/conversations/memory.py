@@ -271,7 +271,7 @@ async def finish(
     response), then append the turn and let the conversation go."""
     renderer = ResponseRenderer("resp_" + request_id, 0, {})
     try:
-        events = await watch(node, caller, request_id)
+        events = await watch(node, caller, request_id, via="internal")
         events.keep_running()
         async with events:
             async for batch in events.batches():

@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from contracts import (
-    EdgeCode,
     ErrorCode,
     StreamEvent,
 )
@@ -34,7 +33,14 @@ from services.gateway.responses.lookup import (
 )
 from services.gateway.responses.wire import ResponsesRequest
 from services.gateway.routes.chat import DeadlineHeader
-from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped, cancel
+from services.gateway.submit import (
+    EventStream,
+    ServerDraining,
+    StreamStalled,
+    SubscriberDropped,
+    cancel,
+    shutting_down,
+)
 
 router = APIRouter()
 Json = dict[str, Any]
@@ -143,6 +149,8 @@ async def _follow(stream: EventStream, renderer: ResponseRenderer) -> None:
                 renderer.render(event)
     except StreamStalled as exc:
         raise OpenAIError(504, "The answer stalled.", code=ErrorCode.STREAM_TIMEOUT) from exc
+    except ServerDraining as exc:
+        raise shutting_down() from exc
     except SubscriberDropped as exc:
         message = "The answer could not be buffered."
         raise OpenAIError(502, message, code=ErrorCode.OVERLOADED) from exc
@@ -167,8 +175,8 @@ async def _frames(
         yield ServerSentEvent("[DONE]", sep="\n").encode()
     except StreamStalled:
         yield _encode([_stream_error(renderer, ErrorCode.STREAM_TIMEOUT, "stalled")], -1)
-    except SubscriberDropped:
-        yield _encode([_stream_error(renderer, EdgeCode.SLOW_CONSUMER, "client too slow")], -1)
+    except SubscriberDropped as exc:
+        yield _encode([_stream_error(renderer, exc.code, exc.message)], -1)
     finally:
         await stream.aclose()
 

@@ -15,7 +15,13 @@ from services.gateway.conversations.memory import submit_chat
 from services.gateway.node import NodeDep
 from services.gateway.openai_wire import ChatCompletionRequest, header_value
 from services.gateway.sse import FrameRenderer, sse_frames
-from services.gateway.submit import EventStream, StreamStalled, SubscriberDropped
+from services.gateway.submit import (
+    EventStream,
+    ServerDraining,
+    StreamStalled,
+    SubscriberDropped,
+    shutting_down,
+)
 
 router = APIRouter()
 ConversationHeader = Annotated[
@@ -105,6 +111,8 @@ async def _collect(stream: EventStream, started: Started) -> dict[str, Any]:
                     )
     except StreamStalled as exc:
         raise OpenAIError(504, "The answer stalled.", code=ErrorCode.STREAM_TIMEOUT) from exc
+    except ServerDraining as exc:
+        raise shutting_down() from exc
     except SubscriberDropped as exc:
         message = "The answer could not be buffered."
         raise OpenAIError(502, message, code=ErrorCode.OVERLOADED) from exc

@@ -35,7 +35,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await _deny(websocket, unauthorized())
         return
     await websocket.accept(subprotocol=subprotocol)
-    await Session(websocket, node, caller).run()
+    connections = node.metrics.connections if node.metrics is not None else None
+    if connections is not None:
+        connections.inc()
+    try:
+        await Session(websocket, node, caller).run()
+    finally:
+        if connections is not None:
+            connections.dec()
 
 
 async def _deny(websocket: WebSocket, err: OpenAIError) -> None:

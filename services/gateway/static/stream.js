@@ -30,7 +30,7 @@ export class StreamError extends Error {
 
 // Errors after which the same request can be resumed from the last event id; the gateway
 // says so in their messages. Any other stream error ends the answer.
-const RESUMABLE = new Set(["slow_consumer", "stream_timeout"]);
+const RESUMABLE = new Set(["slow_consumer", "stream_timeout", "server_shutting_down"]);
 const MAX_RECONNECTS = 8; // ~25 s of backoff in all: longer than a Wi-Fi hand-over
 const BACKOFF_BASE_MS = 300;
 const BACKOFF_CAP_MS = 5000;

@@ -61,12 +61,14 @@ async def store(tmp_path: Path):
 class TestBatches:
     async def test_a_batch_is_stored_then_each_partition_committed_past_it(self, store) -> None:
         out = Recorder()
-        sink = UsageSink(store, out.dead_letter, out.count)
+        took: list[float] = []
+        sink = UsageSink(store, out.dead_letter, out.count, took.append)
         events = usage_events(9)
         await sink.handle(_records(events), out.commit)
         assert await store.count() == 9
         assert out.commits == [{TopicPartition(TOPIC, 0): 5, TopicPartition(TOPIC, 1): 4}]
         assert out.counts == {"stored": 9, "duplicates": 0, "dead_lettered": 0}
+        assert len(took) == 1 and took[0] > 0  # one batch timed, once it was committed
 
     async def test_a_redelivered_batch_changes_nothing_but_is_committed(self, store) -> None:
         out = Recorder()

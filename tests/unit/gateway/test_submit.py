@@ -6,8 +6,10 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from contracts import Completed, TokenUsage
+from services.common.metrics import GatewayMetrics
 from services.common.openai_errors import OpenAIError
 from services.fanout.hub import Hub, SubscriberDropped
 from services.gateway.node import GatewayNode
@@ -25,8 +27,13 @@ class FakeNode:
     released: list[tuple[Any, int | None]] = field(default_factory=list)
     cancelled: list[tuple[str, str]] = field(default_factory=list)
     drops: list[str] = field(default_factory=list)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    tracer: Any = None
+    streams: set[Any] = field(default_factory=set)
+    draining: bool = False
 
     def __post_init__(self) -> None:
+        self.metrics = GatewayMetrics(self.registry)
         self.settings = SimpleNamespace(
             first_event_timeout_s=self.first_event_timeout_s, idle_timeout_s=self.idle_timeout_s
         )
@@ -140,3 +147,55 @@ class TestLeaving:
         await stream.aclose()
         assert node.detached == [REQUEST]
         assert node.drops == [REQUEST]
+
+
+class TestMetrics:
+    """The request clock runs on the events as they are handed out, bound at `started`."""
+
+    def _value(self, node: FakeNode, name: str, **labels: str) -> float:
+        return node.registry.get_sample_value(name, labels) or 0.0
+
+    async def test_a_streamed_request_records_ttft_duration_and_time_per_token(self) -> None:
+        node, hub = FakeNode(), Hub(buffer=64)
+        timer = node.metrics.request("chat")
+        stream = EventStream(
+            cast(GatewayNode, node), hub.subscribe(REQUEST), timer=timer, transport="http"
+        )
+        a = Attempt("a")
+        usage = TokenUsage(prompt_tokens=5, completion_tokens=3, total_tokens=8)
+        done = Completed(request_id=REQUEST, attempt="a", seq=4, finish_reason="stop", usage=usage)
+        for event in [a.started(), a.delta("one"), a.delta(" two"), a.delta(" three"), done]:
+            hub.publish(event)
+        labels = {"gen_ai_operation_name": "chat", "api": "chat", "route": "explicit",
+                  "tier": "small", "gen_ai_response_model": "m"}  # fmt: skip
+        assert self._value(node, "tokenbus_gateway_active_streams", transport="http") == 1
+        async with stream:
+            await stream.first()
+            await _drain(stream)
+        ttft = "gen_ai_server_time_to_first_token_seconds_count"
+        assert self._value(node, ttft, **labels) == 1  # once, not per delta
+        duration = "gen_ai_server_request_duration_seconds_count"
+        assert self._value(node, duration, **labels, error_type="") == 1
+        per_token = "gen_ai_server_time_per_output_token_seconds_count"
+        assert self._value(node, per_token, **labels) == 1
+        assert self._value(node, "tokenbus_gateway_active_streams", transport="http") == 0
+        assert self._value(node, "tokenbus_gateway_client_disconnects_total", transport="http") == 0
+
+    async def test_leaving_early_counts_a_disconnect_and_no_duration(self) -> None:
+        node, hub = FakeNode(), Hub(buffer=64)
+        timer = node.metrics.request("responses")
+        stream = EventStream(
+            cast(GatewayNode, node), hub.subscribe(REQUEST), timer=timer, transport="ws"
+        )
+        a = Attempt("a")
+        hub.publish(a.started())
+        hub.publish(a.delta("half"))
+        async with stream:
+            await stream.first()
+        assert self._value(node, "tokenbus_gateway_client_disconnects_total", transport="ws") == 1
+        assert self._value(node, "tokenbus_gateway_active_streams", transport="ws") == 0
+        assert node.registry.get_sample_value(
+            "gen_ai_server_request_duration_seconds_count",
+            {"gen_ai_operation_name": "chat", "api": "responses", "route": "explicit",
+             "tier": "small", "gen_ai_response_model": "m", "error_type": ""},
+        ) is None  # fmt: skip

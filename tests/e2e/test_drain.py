@@ -1,0 +1,124 @@
+"""Graceful drain on the real broker: SIGTERM to a gateway mid-stream, and to a worker
+mid-generation, loses no request and no text."""
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.helpers import eventually, stream_text
+from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
+from tests.system import System, running_system
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+DRAIN_S = 1.5
+TOKENS = 60  # 3 s at 20 tokens/s: the drain deadline comes mid-answer
+
+
+@pytest.fixture
+def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
+    # A system per test: each stops one of its processes.
+    with running_system(
+        kafka_bootstrap,
+        logs_dir,
+        tag="d",
+        gateways=2,
+        llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "20", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "20"},
+        gateway_env={"TOKENBUS_DRAIN_TIMEOUT_S": str(DRAIN_S)},
+    ) as sys_:
+        yield sys_
+
+
+def _body(text: str) -> dict[str, Any]:
+    return {
+        "model": "small",
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": TOKENS,
+        "stream": True,
+    }
+
+
+def _text(frames: list[Frame]) -> str:
+    chunks = [json.loads(d) for _, d in frames if d.startswith("{") and '"choices"' in d]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+async def test_a_gateway_sigterm_lets_streams_run_then_sends_them_to_resume_elsewhere(
+    system: System,
+) -> None:
+    node_a, node_b = system.gateways
+    body = _body("Drain me gently")
+    frames: list[Frame] = []
+    stopping: asyncio.Task[int | None] | None = None
+    ready_while_draining: int | None = None
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("POST", f"{node_a.url}/v1/chat/completions", json=body) as resp,
+    ):
+        request_id = resp.headers["x-request-id"]
+        async for frame in iter_frames(resp):
+            frames.append(frame)
+            if len(frames) == 5 and stopping is None:
+                stopping = asyncio.create_task(asyncio.to_thread(node_a.stop, 30.0))
+
+                async def not_ready() -> bool:
+                    nonlocal ready_while_draining
+                    async with httpx.AsyncClient(timeout=5) as probe:
+                        ready_while_draining = (await probe.get(f"{node_a.url}/readyz")).status_code
+                    return ready_while_draining == 503
+
+                await eventually(not_ready, within=DRAIN_S)
+    assert stopping is not None
+    # A clean exit after the hand-off (uvicorn re-raises the signal once it has shut down).
+    assert await stopping in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in node_a.log_tail()
+    assert ready_while_draining == 503  # readiness went false at once
+
+    # The stream ran on through the drain window, then ended with a resumable error...
+    *delivered, (_, last) = frames
+    error = json.loads(last)["error"]
+    assert error["code"] == "server_shutting_down"
+    assert len(delivered) > 5 + 5  # tokens kept coming after SIGTERM (20 a second)
+    assert _text(delivered)  # and it was mid-answer, not at its end
+    # ... from which the other node resumes, byte for byte, to the end.
+    async with httpx.AsyncClient(timeout=60) as client:
+        resp = await client.get(
+            f"{node_b.url}/v1/streams/{request_id}",
+            headers={"last-event-id": str(last_id(delivered))},
+        )
+    assert resp.status_code == 200, resp.text
+    tail = parse_frames(resp.text)
+    direct, _, _ = await stream_text(
+        system.llmsim_url, body["messages"], model="x", max_tokens=TOKENS
+    )
+    assert _text(delivered + tail) == direct
+    assert tail[-1] == (None, "[DONE]")
+
+
+async def test_a_worker_sigterm_finishes_its_generation_before_it_leaves(system: System) -> None:
+    [worker] = system.workers
+    body = _body("Finish what you started")
+    frames: list[Frame] = []
+    stopping: asyncio.Task[int | None] | None = None
+    async with (
+        httpx.AsyncClient(timeout=30) as client,
+        client.stream("POST", f"{system.gateway_url}/v1/chat/completions", json=body) as resp,
+    ):
+        async for frame in iter_frames(resp):
+            frames.append(frame)
+            if len(frames) == 5 and stopping is None:
+                stopping = asyncio.create_task(asyncio.to_thread(worker.stop, 30.0))
+    assert stopping is not None
+    assert await stopping in (0, -signal.SIGTERM)
+    assert "worker_drained" in worker.log_tail()
+    direct, _, _ = await stream_text(
+        system.llmsim_url, body["messages"], model="x", max_tokens=TOKENS
+    )
+    assert _text(frames) == direct  # the whole answer, not a cut one
+    assert frames[-1] == (None, "[DONE]")
