@@ -77,12 +77,13 @@ class GatewayNode:
         for stream in list(self.streams):
             stream.cut_for_drain()
 
-    def fire(self, work: Coroutine[Any, Any, None]) -> None:
+    def fire(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` in the background (also from a request being torn down), keeping a
         reference so the task is not garbage-collected half-way."""
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     def detach(self, request_id: str) -> None:
         """The client left before the end: the worker keeps going for the grace period."""

@@ -7,6 +7,7 @@ tier's budget, and gives the messages to send: `[system: summary] + recent turns
 and the answer, or a marker when there is none), then lets the conversation go.
 """
 
+import asyncio
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -234,8 +235,11 @@ class TurnRecorder:
             self._renderer.render(event)
         if not self._kept and self._renderer.done:
             self._kept = True
-            _, caller, store, turn, _, sent = self._args
-            await _keep(store, caller, turn, sent, self._renderer.response)
+            node, caller, store, turn, _, sent = self._args
+            # Its own task: a client leaving at this moment cancels the request's task, and a
+            # turn cut mid-write would be lost with the conversation still held (seen on Stop).
+            keeping = node.fire(_keep(store, caller, turn, sent, self._renderer.response))
+            await asyncio.shield(keeping)
 
     async def closed(self, finished: bool) -> None:
         if not self._kept:
