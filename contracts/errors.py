@@ -58,3 +58,9 @@ class EdgeCode(StrEnum):
     ALREADY_STREAMING = "already_streaming"
     SLOW_CONSUMER = "slow_consumer"
     SERVER_SHUTTING_DOWN = "server_shutting_down"
+    # Rooms (docs/rooms.md)
+    JOIN_REQUIRED = "join_required"
+    ROOM_FULL = "room_full"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    ROOM_BUSY = "room_busy"
+    NOTHING_TO_CANCEL = "nothing_to_cancel"

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from contracts.chat import ChatRequested
 from contracts.control import ControlEvent
 from contracts.dead_letter import DeadLetter
+from contracts.rooms import RoomEvent
 from contracts.stream import StreamEvent
 from contracts.usage import UsageRecorded
 
@@ -34,6 +35,9 @@ class Topics:
     tokens: Topic = Topic("llm.tokens", "request_id", 4, StreamEvent, retention_ms=24 * _HOUR_MS)
     control: Topic = Topic("llm.control", "request_id", 1, ControlEvent, retention_ms=_HOUR_MS)
     usage: Topic = Topic("llm.usage", "tenant_id", 6, UsageRecorded)
+    # Every gateway reads all of it; a room's recent events rebuild its presence on a node
+    # that starts, and a member coming back reads what it missed (docs/rooms.md).
+    rooms: Topic = Topic("llm.rooms", "room_id", 4, RoomEvent, retention_ms=24 * _HOUR_MS)
     requests_dlq: Topic = Topic("llm.requests.dlq", "request_id", 1, DeadLetter)
     tokens_dlq: Topic = Topic("llm.tokens.dlq", "request_id", 1, DeadLetter)
     usage_dlq: Topic = Topic("llm.usage.dlq", "tenant_id", 1, DeadLetter)

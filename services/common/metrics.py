@@ -93,6 +93,18 @@ class GatewayMetrics:
             "Watchers dropped for falling too far behind",
             registry=registry,
         )
+        self.room_events = Counter(
+            "tokenbus_room_events",
+            "Room events this node published, by type (said, asked, joined, left, typing, ...)",
+            ["type"],
+            registry=registry,
+        )
+        self.rooms_open = Gauge(
+            "tokenbus_rooms_open", "Rooms with members connected to this node", registry=registry
+        )
+        self.room_members = Gauge(
+            "tokenbus_room_members", "Room members connected to this node", registry=registry
+        )
         self.http_errors = Counter(
             "tokenbus_gateway_http_errors",
             "OpenAI-format errors answered, by HTTP status and error code",

@@ -32,7 +32,8 @@ from services.gateway.node import GatewayNode
 from services.gateway.publish import RequestPublisher
 from services.gateway.responses import routes as responses_routes
 from services.gateway.responses.store import ResponseStore
-from services.gateway.routes import chat, models, streams, ws
+from services.gateway.rooms.hub import RoomHub
+from services.gateway.routes import chat, models, rooms, streams, ws
 from services.gateway.settings import GatewaySettings
 from services.gateway.webchat import mount_webchat
 from services.tenants.database import pepper
@@ -106,6 +107,10 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     node.tracer = tracer_provider.get_tracer("tokenbus.gateway")
     node.slow_consumer_drops = node.metrics.slow_consumer_drops
 
+    room_hub = RoomHub.of(node)
+    node.metrics.rooms_open.set_function(lambda: len(room_hub.local))
+    node.metrics.room_members.set_function(lambda: sum(map(len, room_hub.local.values())))
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if keys:
@@ -114,6 +119,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         await ensure_topics(settings.bootstrap_servers, topics)
         await broker.start()
         await reader.start()
+        await room_hub.start()
         node.bind_loop()
         renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
         purging = asyncio.create_task(_purge(responses, conversations, settings))
@@ -132,12 +138,14 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            await room_hub.stop()
             await reader.stop()
             await broker.stop()
             await engine.dispose()
 
     async def readiness() -> dict[str, bool]:
         checks = {"kafka": await broker.ping(timeout=2.0), "reply_partitions": reader.ready}
+        checks["rooms"] = room_hub.ready
         checks["accepting"] = not node.draining  # false from SIGTERM on: send traffic elsewhere
         checks["database"] = await _database_answers(engine)
         return checks
@@ -151,6 +159,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         telemetry={"tracer_provider": tracer_provider},
     )
     app.state.node = node
+    app.state.rooms = room_hub
     app.state.engine = engine  # disposed by the lifespan (or by whoever skips it)
     if settings.cors_origins:
         app.add_middleware(
@@ -174,6 +183,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     app.include_router(responses_routes.router)
     app.include_router(conversations_routes.router)
     app.include_router(ws.router)
+    app.include_router(rooms.router)
     mount_webchat(app)  # the chat page at `/`
     return app
 

@@ -1,8 +1,9 @@
-"""Publishes ChatRequested and CancelRequested (topics from the registry)."""
+"""Publishes ChatRequested, control events and room events (topics from the registry)."""
 
 from faststream.kafka import KafkaBroker
 
 from contracts import CancelRequested, ChatRequested, ClientAttached, ClientDetached, Topics
+from contracts.rooms import MemberJoined, RoomEvent
 
 
 class RequestPublisher:
@@ -16,6 +17,7 @@ class RequestPublisher:
         self._control = broker.publisher(
             topics.control.name, title="cancel_requested", schema=CancelRequested
         )
+        self._rooms = broker.publisher(topics.rooms.name, title="room_event", schema=MemberJoined)
 
     async def chat(self, request: ChatRequested) -> None:
         await self._requests.publish(request, key=request.request_id.encode())
@@ -31,3 +33,6 @@ class RequestPublisher:
         await self._control.publish(
             ClientDetached(request_id=request_id, grace_s=grace_s), key=request_id.encode()
         )
+
+    async def room(self, event: RoomEvent) -> None:
+        await self._rooms.publish(event, key=event.room_id.encode())

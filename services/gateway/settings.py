@@ -125,6 +125,24 @@ class GatewaySettings(
     ws_heartbeat_s: float = Field(
         default=20.0, gt=0, description="Send a WebSocket `heartbeat` after this long idle"
     )
+    # Rooms (docs/rooms.md)
+    room_alive_s: float = Field(
+        default=5.0, gt=0, description="How often a node says its room members are still there"
+    )
+    room_presence_timeout_s: float = Field(
+        default=15.0, gt=0, description="A room member nobody says is there for this long left"
+    )
+    room_max_members: int = Field(default=50, ge=1, description="Members in one room")
+    room_max_per_tenant: int = Field(default=100, ge=1, description="Rooms with members, a tenant")
+    room_max_message_chars: int = Field(default=8000, ge=1, description="A `say` or `ask`")
+    room_messages_per_s: float = Field(
+        default=5.0, gt=0, description="`say`, `ask` and `typing` a second, per member"
+    )
+    room_message_burst: int = Field(default=10, ge=1, description="... in bursts of this many")
+    room_history_items: int = Field(default=100, ge=0, description="Messages in `room_state`")
+    room_replay_frames: int = Field(
+        default=1000, ge=0, description="Recent frames a node keeps per room, for `since`"
+    )
 
     @field_validator("conversation_keys", mode="before")
     @classmethod

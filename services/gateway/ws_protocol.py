@@ -5,7 +5,7 @@ validated message or a `WsError` to send back; the frame builders render what th
 """
 
 import json
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -35,21 +35,22 @@ _IGNORED = frozenset({"stream"})
 # not a frozenset, as that is what `model_dump(exclude=...)` is typed to take.
 _INTERNAL = {"schema_version", "event_id", "ts", "attempt", "include_usage", "role", "created"}
 
+M = TypeVar("M")
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class _Message(BaseModel):
+class MessageBase(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     id: ClientId = Field(default=None, description="Client's id, echoed in the reply")
 
 
-class AuthMessage(_Message):
+class AuthMessage(MessageBase):
     type: Literal["auth"]
     api_key: StrictStr = Field(max_length=512)
 
 
-class _WithBody(_Message):
+class WithBody(MessageBase):
     """A request body, sent flat next to `type` and `id`."""
 
     own_fields: ClassVar[frozenset[str]] = frozenset()
@@ -65,7 +66,7 @@ class _WithBody(_Message):
         return {**{k: v for k, v in data.items() if k in envelope}, "body": body}
 
 
-class ChatMessage(_WithBody):
+class ChatMessage(WithBody):
     """The chat-completions body; `conversation` keeps the chat in a conversation."""
 
     own_fields: ClassVar[frozenset[str]] = frozenset({"conversation"})
@@ -74,25 +75,25 @@ class ChatMessage(_WithBody):
     body: ChatCompletionRequest
 
 
-class ResponseCreateMessage(_WithBody):
+class ResponseCreateMessage(WithBody):
     """A Responses API request (`POST /v1/responses`'s body), streamed on the socket."""
 
     type: Literal["response.create"]
     body: ResponsesRequest
 
 
-class CancelMessage(_Message):
+class CancelMessage(MessageBase):
     type: Literal["cancel"]
     request_id: RequestId
 
 
-class ResumeMessage(_Message):
+class ResumeMessage(MessageBase):
     type: Literal["resume"]
     request_id: RequestId
     last_seq: StrictInt = Field(default=-1, ge=-1, description="Last seq the client has")
 
 
-class PingMessage(_Message):
+class PingMessage(MessageBase):
     type: Literal["ping"]
 
 
@@ -115,6 +116,7 @@ class WsError(BaseModel):
     param: str | None = None
     retryable: bool = False
     last_seq: int | None = None
+    pos: int | None = None  # rooms: the last room position the client got
     retry_after_s: int | None = None
 
     def frame(self) -> str:
@@ -123,6 +125,11 @@ class WsError(BaseModel):
 
 def parse_client_message(raw: str | bytes) -> ClientMessage | WsError:
     """A validated client message, or the error to answer it with. Never raises."""
+    return parse_message(CLIENT_MESSAGE, raw, "auth, chat, response.create, cancel, resume, ping")
+
+
+def parse_message(adapter: TypeAdapter[M], raw: str | bytes, types: str) -> M | WsError:
+    """A message of `adapter`'s union (`types` names them for the error), or the error frame."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -131,9 +138,9 @@ def parse_client_message(raw: str | bytes) -> ClientMessage | WsError:
         return WsError(code=EdgeCode.INVALID_JSON, message="A message must be a JSON object.")
     client_id = _client_id(data.get("id"))
     try:
-        return CLIENT_MESSAGE.validate_python(data)
+        return adapter.validate_python(data)
     except ValidationError as exc:
-        return _invalid(exc, client_id)
+        return _invalid(exc, client_id, types)
 
 
 def _client_id(value: Any) -> str | int | None:
@@ -144,13 +151,12 @@ def _client_id(value: Any) -> str | int | None:
     return None
 
 
-def _invalid(exc: ValidationError, client_id: str | int | None) -> WsError:
+def _invalid(exc: ValidationError, client_id: str | int | None, types: str) -> WsError:
     first = exc.errors()[0]
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         return WsError(
             code=EdgeCode.UNKNOWN_TYPE,
-            message="Unknown message type; expected one of: auth, chat, response.create, "
-            "cancel, resume, ping.",
+            message=f"Unknown message type; expected one of: {types}.",
             id=client_id,
             param="type",
         )

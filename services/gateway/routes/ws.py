@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.common.openai_errors import OpenAIError
 from services.gateway.auth import bearer, store_unavailable, unauthorized
+from services.gateway.callers import Caller
 from services.gateway.node import GatewayNode
 from services.gateway.ws_session import Session
 
@@ -19,22 +20,10 @@ BEARER = "bearer."  # Sec-WebSocket-Protocol: bearer.<key>, for browsers (they c
 
 @router.websocket("/v1/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    """Keys: `Sec-WebSocket-Protocol: bearer.<key>` (echoed back), `Authorization: Bearer`,
-    or a first `auth` message (never the query string); none in open mode."""
     node: GatewayNode = websocket.app.state.node
-    subprotocol = next((p for p in websocket.scope["subprotocols"] if p.startswith(BEARER)), None)
-    header = websocket.headers.get("authorization")
-    key = subprotocol[len(BEARER) :] if subprotocol else bearer(header)
-    try:
-        caller = await node.auth.caller(key)
-    except (SQLAlchemyError, OSError):
-        await _deny(websocket, store_unavailable())
+    accepted, caller = await handshake(websocket, node)
+    if not accepted:
         return
-    if caller is None and key is not None:
-        # A wrong key in the handshake: 401, as on HTTP. Never echo the key back.
-        await _deny(websocket, unauthorized())
-        return
-    await websocket.accept(subprotocol=subprotocol)
     connections = node.metrics.connections if node.metrics is not None else None
     if connections is not None:
         connections.inc()
@@ -43,6 +32,28 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     finally:
         if connections is not None:
             connections.dec()
+
+
+async def handshake(
+    websocket: WebSocket, node: GatewayNode, *, require_key: bool = False
+) -> tuple[bool, Caller | None]:
+    """Keys: `Sec-WebSocket-Protocol: bearer.<key>` (echoed back), `Authorization: Bearer`,
+    or (unless `require_key`) a first `auth` message; never the query string; none in open
+    mode. Whether the socket was accepted, and its caller (None: not known yet)."""
+    subprotocol = next((p for p in websocket.scope["subprotocols"] if p.startswith(BEARER)), None)
+    header = websocket.headers.get("authorization")
+    key = subprotocol[len(BEARER) :] if subprotocol else bearer(header)
+    try:
+        caller = await node.auth.caller(key)
+    except (SQLAlchemyError, OSError):
+        await _deny(websocket, store_unavailable())
+        return False, None
+    if caller is None and (key is not None or require_key):
+        # A wrong key in the handshake: 401, as on HTTP. Never echo the key back.
+        await _deny(websocket, unauthorized())
+        return False, None
+    await websocket.accept(subprotocol=subprotocol)
+    return True, caller
 
 
 async def _deny(websocket: WebSocket, err: OpenAIError) -> None:

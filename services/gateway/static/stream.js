@@ -117,7 +117,8 @@ function sleep(ms, signal) {
   });
 }
 
-function backoffMs(attempt) {
+/** A reconnect's wait before `attempt` (1, 2, ...): doubling, capped, with jitter. */
+export function backoffMs(attempt) {
   const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1));
   return Math.round(ceiling * (0.5 + Math.random() / 2)); // jitter: clients cut together retry apart
 }

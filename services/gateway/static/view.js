@@ -42,13 +42,23 @@ export function clearConversation() {
   empty.hidden = false;
 }
 
-export function addUserTurn(text) {
+/**
+ * A question, or (`by`, in a room) a member's message: {name, mine, asked}, shown with the
+ * speaker's name and whether the AI was asked, since several people write there.
+ */
+export function addUserTurn(text, by = null) {
   empty.hidden = true;
-  const turn = el(
-    "article",
-    { class: "turn user", "aria-label": "You" },
-    el("div", { class: "bubble", text }),
-  );
+  const bubble = el("div", { class: "bubble", text });
+  let turn;
+  if (by) {
+    const said = by.asked ? `${by.name} asked the AI` : `${by.name} said`;
+    const speaker = el("p", { class: "speaker" }, el("span", { class: "name", text: by.name }));
+    if (by.mine) speaker.append(el("span", { class: "you", text: " (you)" }));
+    if (by.asked) speaker.append(el("span", { class: "asked", text: "asked the AI" }));
+    turn = el("article", { class: `turn user ${by.mine ? "mine" : "theirs"}`, "aria-label": said }, speaker, bubble);
+  } else {
+    turn = el("article", { class: "turn user", "aria-label": "You" }, bubble);
+  }
   conversation.append(turn);
   conversation.scrollTop = conversation.scrollHeight;
   return turn;

@@ -1,0 +1,1 @@
+"""Rooms: several members, one conversation, one AI answer streamed to all (docs/rooms.md)."""
