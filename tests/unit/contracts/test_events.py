@@ -264,7 +264,7 @@ class TestTopics:
     def test_with_prefix_prefixes_every_topic_and_keeps_the_rest(self) -> None:
         prefixed = TOPICS.with_prefix("t1.")
         pairs = list(zip(TOPICS.all(), prefixed.all(), strict=True))
-        assert len(pairs) == 7  # a new topic is a decision: update this with it
+        assert len(pairs) == 8  # a new topic is a decision: update this with it
         for original, copy in pairs:
             assert copy.name == "t1." + original.name
             assert (copy.key, copy.partitions, copy.value, copy.retention_ms) == (
@@ -288,6 +288,7 @@ class TestTopics:
             "llm.tokens": "request_id",
             "llm.control": "request_id",
             "llm.usage": "tenant_id",
+            "llm.rooms": "room_id",
             "llm.requests.dlq": "request_id",
             "llm.tokens.dlq": "request_id",
             "llm.usage.dlq": "tenant_id",
