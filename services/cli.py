@@ -24,16 +24,23 @@ PortOpt = Annotated[int | None, typer.Option(help="Override the port from settin
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, telling the app first when a stop signal comes."""
+    """uvicorn, letting the app drain first when a stop signal comes: uvicorn's own shutdown
+    (which closes every WebSocket at once) starts only when the app says it is done. A second
+    signal stops at once."""
 
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None] | None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, drain: Callable[[Callable[[], None]], None] | None
+    ) -> None:
         super().__init__(config)
-        self._on_exit = on_exit
+        self._drain = drain
+        self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._on_exit is not None:
-            self._on_exit()
-        super().handle_exit(sig, frame)
+        if self._drain is None or self._draining:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self._drain(lambda: super(_Server, self).handle_exit(sig, None))
 
 
 def _serve(
@@ -41,11 +48,11 @@ def _serve(
     host: str,
     port: int,
     *,
-    on_exit: Callable[[], None] | None = None,
+    drain: Callable[[Callable[[], None]], None] | None = None,
     graceful_s: float = 15,
 ) -> None:
-    # log_config=None keeps our structlog handlers; on SIGTERM uvicorn stops accepting and
-    # waits up to `graceful_s` for open connections before it cancels them.
+    # log_config=None keeps our structlog handlers; on SIGTERM (after `drain`, if any)
+    # uvicorn stops accepting and waits up to `graceful_s` for open connections.
     config = uvicorn.Config(
         asgi_app,  # type: ignore[arg-type]
         host=host,
@@ -53,7 +60,7 @@ def _serve(
         log_config=None,
         timeout_graceful_shutdown=int(graceful_s),
     )
-    _Server(config, on_exit).run()
+    _Server(config, drain).run()
 
 
 @app.command()
@@ -78,14 +85,14 @@ def gateway(
     from sse_starlette.sse import AppStatus
 
     AppStatus.disable_automatic_graceful_drain()
-    # SIGTERM drains: streams run on for drain_timeout_s, then their clients are told to
-    # resume elsewhere; uvicorn waits a little longer than that before closing connections.
+    # SIGTERM drains: streams and room sockets run on for drain_timeout_s, then their
+    # clients are told to resume elsewhere; then uvicorn stops, giving what is left 5 s.
     _serve(
         asgi,
         settings.host,
         settings.port,
-        on_exit=asgi.state.node.request_drain,
-        graceful_s=settings.drain_timeout_s + 5,
+        drain=asgi.state.node.request_drain,
+        graceful_s=5,
     )
 
 

@@ -108,6 +108,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
     node.slow_consumer_drops = node.metrics.slow_consumer_drops
 
     room_hub = RoomHub.of(node)
+    node.drain_hooks.append(room_hub.cut_for_drain)
     node.metrics.rooms_open.set_function(lambda: len(room_hub.local))
     node.metrics.room_members.set_function(lambda: sum(map(len, room_hub.local.values())))
 

@@ -3,7 +3,7 @@ FastAPI deps."""
 
 import asyncio
 import itertools
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -25,6 +25,8 @@ from services.gateway.settings import GatewaySettings
 from services.tenants.limiter import RateLimiter, Ticket
 
 log = structlog.get_logger("gateway")
+# After the drain deadline, before the server closes what is left: the errors go out.
+_LAST_FRAMES_S = 0.5
 
 
 @dataclass
@@ -43,6 +45,7 @@ class GatewayNode:
     conversations: ConversationStore | None = None  # server-side memory (None: no database)
     draining: bool = False  # SIGTERM: no new requests, open streams end at the deadline
     streams: set[Any] = field(default_factory=set)  # open EventStreams (drained on SIGTERM)
+    drain_hooks: list[Callable[[], None]] = field(default_factory=list)  # at the deadline too
     _next_partition: Iterator[int] = field(init=False)
     _loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
     _background: set[asyncio.Task[None]] = field(init=False, default_factory=set)
@@ -55,27 +58,36 @@ class GatewayNode:
         """Remember the serving loop, for `request_drain` from a signal handler."""
         self._loop = asyncio.get_running_loop()
 
-    def request_drain(self) -> None:
-        """Safe from a signal handler: start draining on the serving loop."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.start_drain)
+    def request_drain(self, then: Callable[[], None]) -> None:
+        """Safe from a signal handler: drain on the serving loop, then call `then` (the
+        server's own shutdown, which closes every socket left)."""
+        if self._loop is None:  # not serving yet: nothing to drain
+            then()
+        else:
+            self._loop.call_soon_threadsafe(self.start_drain, then)
 
-    def start_drain(self) -> None:
-        """Stop taking requests (readiness goes false), let open streams run for
-        `drain_timeout_s`, then end each with a resumable error: its client resumes from its
-        last event on another node, and the worker keeps generating meanwhile (grace period)."""
+    def start_drain(self, then: Callable[[], None] | None = None) -> None:
+        """Stop taking requests (readiness goes false), let open streams and room sockets run
+        for `drain_timeout_s`, then end each with a resumable error: its client resumes from
+        its last event on another node, and the worker keeps generating meanwhile (grace
+        period). `then` runs a moment later, once those errors are out."""
         if self.draining:
             return
         self.draining = True
         log.info(
             "gateway_draining", streams=len(self.streams), within_s=self.settings.drain_timeout_s
         )
-        asyncio.get_running_loop().call_later(self.settings.drain_timeout_s, self._cut_streams)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.settings.drain_timeout_s, self._cut_streams)
+        if then is not None:
+            loop.call_later(self.settings.drain_timeout_s + _LAST_FRAMES_S, then)
 
     def _cut_streams(self) -> None:
         log.info("gateway_drain_deadline", streams=len(self.streams))
         for stream in list(self.streams):
             stream.cut_for_drain()
+        for hook in self.drain_hooks:
+            hook()
 
     def fire(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` in the background (also from a request being torn down), keeping a

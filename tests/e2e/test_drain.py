@@ -10,9 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.e2e.helpers import eventually, stream_text
+from tests.e2e.room_client import Member, new_room
 from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
+from tests.e2e.ws_client import recv, send, ws_url
 from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -122,3 +125,68 @@ async def test_a_worker_sigterm_finishes_its_generation_before_it_leaves(system:
     )
     assert _text(frames) == direct  # the whole answer, not a cut one
     assert frames[-1] == (None, "[DONE]")
+
+
+async def test_a_gateway_sigterm_sends_room_members_to_another_node_missing_nothing(
+    system: System,
+) -> None:
+    node_a, node_b = system.gateways
+    room = await new_room(node_a.url, "any-key")
+    ann, ben = (
+        Member(node_a.url, room, "Ann", "any-key"),
+        Member(node_b.url, room, "Ben", "any-key"),
+    )
+    await ann.join()
+    await ben.join()
+    await ben.send({"type": "say", "content": "before"})
+    await ann.first(lambda f: f.get("content") == "before")
+
+    stopping = asyncio.create_task(asyncio.to_thread(node_a.stop, 30.0))
+    await ben.send({"type": "say", "content": "while node a drains"})
+    cut = await ann.first(lambda f: f["type"] == "error", within=DRAIN_S + 10)
+    assert (cut["code"], cut["retryable"]) == ("server_shutting_down", True)
+    await eventually(lambda: _closed(ann), within=5)
+    assert ann.closed == 1012
+    assert await stopping in (0, -signal.SIGTERM)
+
+    await ben.send({"type": "say", "content": "after"})
+    back = Member(node_b.url, room, "Ann", "any-key")
+    state = await back.join(member=ann.state["member"], since=cut["pos"])
+    assert state["member"] == ann.state["member"]
+    await back.first(lambda f: f.get("content") == "after")
+    seen = [f["content"] for f in ann.of("message") + back.of("message")]
+    assert seen == ["before", "while node a drains", "after"]  # each once, in order
+    assert not ben.of("presence", status="left")  # back in time: no leave shown
+    await back.leave()
+    await ben.leave()
+
+
+async def _closed(member: Member) -> bool:
+    return member.closed is not None
+
+
+async def test_a_gateway_sigterm_sends_websocket_streams_to_resume_elsewhere(
+    system: System,
+) -> None:
+    node_a, node_b = system.gateways
+    messages = [{"role": "user", "content": "Drain my socket"}]
+    async with connect(ws_url(node_a.url)) as conn:
+        await send(conn, type="chat", model="small", max_tokens=TOKENS, messages=messages)
+        ack = await recv(conn)
+        frames = [await recv(conn) for _ in range(3)]
+        stopping = asyncio.create_task(asyncio.to_thread(node_a.stop, 30.0))
+        while frames[-1]["type"] != "error":
+            frames.append(await recv(conn, within=DRAIN_S + 10))
+    assert await stopping in (0, -signal.SIGTERM)
+    *events, cut = frames
+    assert (cut["code"], cut["retryable"]) == ("server_shutting_down", True)
+    assert len(events) > 3 + 5  # tokens kept coming through the drain window
+    async with connect(ws_url(node_b.url)) as conn:
+        await send(conn, type="resume", request_id=ack["request_id"], last_seq=cut["last_seq"])
+        assert (await recv(conn))["type"] == "ack"
+        while events[-1]["type"] not in ("completed", "failed"):
+            events.append(await recv(conn))
+    text = "".join(e.get("content", "") for e in events if e["type"] == "delta")
+    direct, _, _ = await stream_text(system.llmsim_url, messages, model="x", max_tokens=TOKENS)
+    assert text == direct
+    assert [e["seq"] for e in events] == sorted({e["seq"] for e in events})

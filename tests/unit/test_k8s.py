@@ -666,8 +666,8 @@ def test_termination_grace_outlasts_the_drain(
     uvicorn_s = _uvicorn_grace_s()
     for pod in _pods(kustomization):
         settings = _pod_settings(kustomization, pod, monkeypatch)
-        # On top of uvicorn's wait: a worker drains after it, in its lifespan (for the
-        # gateway, whose drain runs inside uvicorn's wait, this over-counts: safe).
+        # On top of uvicorn's wait: a worker drains after it, in its lifespan, and a
+        # gateway before it (services/cli.py).
         drain_s = getattr(settings, "drain_timeout_s", 0.0)
         needed = _pre_stop_s(pod.container) + uvicorn_s[kustomization, pod.name] + drain_s
         grace = pod.spec.get("terminationGracePeriodSeconds", 30)

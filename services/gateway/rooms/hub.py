@@ -52,6 +52,7 @@ class Outbox:
         self._limit = limit
         self.dropped = False
         self.closed = False
+        self.draining = False
 
     def put(self, text: str, pos: int | None = None, seq: int | None = None) -> None:
         if self.dropped or self.closed:
@@ -65,6 +66,12 @@ class Outbox:
 
     def close(self) -> None:
         self.closed = True
+        self._ready.set()
+
+    def drain(self) -> None:
+        """This node is stopping: what is queued still goes out, then the member is told to
+        join again on another node."""
+        self.draining = True
         self._ready.set()
 
     async def take(self) -> list[tuple[str, int | None, int | None]]:
@@ -204,6 +211,12 @@ class RoomHub:
                 return await joined
         finally:
             self._joins.pop(event.event_id, None)
+
+    def cut_for_drain(self) -> None:
+        """The node's drain deadline: every member here is told to join again elsewhere."""
+        for members in self.local.values():
+            for local in members.values():
+                local.outbox.drain()
 
     def knows(self, room_id: str, member: str) -> bool:
         state = self.rooms.get(room_id)

@@ -70,6 +70,10 @@ class RoomSession:
         join = await self._await_join()
         if join is None:
             return
+        if self._node.draining:
+            message = "This server is shutting down; join on another node."
+            await self._close_with(EdgeCode.SERVER_SHUTTING_DOWN, message, 1012)
+            return
         if await store.get(self._room, self._caller.tenant) is None:
             await self._close_with(EdgeCode.NOT_FOUND, f"No room with id '{self._room}'.", 1008)
             return
@@ -155,24 +159,24 @@ class RoomSession:
                 continue
             if outbox.dropped:
                 message = "You read too slowly; join again with `since` to get what you missed."
-                frame = error_frame(
-                    EdgeCode.SLOW_CONSUMER,
-                    message,
-                    retryable=True,
-                    pos=self._pos,
-                    last_seq=self._seq,
-                )
-                await self._send(frame)
-                await self._ws.close(code=1013)
+                await self._cut(EdgeCode.SLOW_CONSUMER, message, 1013)
                 return
             if outbox.closed:
                 return
             for text, pos, seq in frames:
                 await self._send(text)
-                if pos is not None:
-                    self._pos = pos
-                if seq is not None:
-                    self._seq = seq
+                self._pos = self._pos if pos is None else pos
+                self._seq = self._seq if seq is None else seq
+            if outbox.draining:
+                message = "This server is shutting down; join again with `since` on another node."
+                await self._cut(EdgeCode.SERVER_SHUTTING_DOWN, message, 1012)
+                return
+
+    async def _cut(self, code: EdgeCode, message: str, close_code: int) -> None:
+        """The end of this socket's feed: where to come back from (`pos`, `last_seq`)."""
+        frame = error_frame(code, message, retryable=True, pos=self._pos, last_seq=self._seq)
+        await self._send(frame)
+        await self._ws.close(code=close_code)
 
     async def _read(self) -> None:
         while True:
