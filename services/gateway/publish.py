@@ -3,7 +3,7 @@
 from faststream.kafka import KafkaBroker
 
 from contracts import CancelRequested, ChatRequested, ClientAttached, ClientDetached, Topics
-from contracts.rooms import MemberJoined, RoomEvent
+from contracts.rooms import RoomEvent
 
 
 class RequestPublisher:
@@ -17,7 +17,12 @@ class RequestPublisher:
         self._control = broker.publisher(
             topics.control.name, title="cancel_requested", schema=CancelRequested
         )
-        self._rooms = broker.publisher(topics.rooms.name, title="room_event", schema=MemberJoined)
+        self._rooms = broker.publisher(
+            topics.rooms.name,
+            title="room_event",
+            schema=RoomEvent,
+            description="Presence, typing, messages and answers of rooms, read by every gateway",
+        )
 
     async def chat(self, request: ChatRequested) -> None:
         await self._requests.publish(request, key=request.request_id.encode())
