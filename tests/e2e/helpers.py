@@ -4,10 +4,20 @@ from typing import Any
 
 import httpx
 from openai import AsyncOpenAI
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes import eventually
 
-__all__ = ["complete", "eventually", "llmsim_stats", "sdk", "stream_text"]
+__all__ = [
+    "Samples",
+    "complete",
+    "eventually",
+    "llmsim_stats",
+    "scrape",
+    "sdk",
+    "stream_text",
+    "total",
+]
 
 
 def sdk(base_url: str) -> AsyncOpenAI:
@@ -44,3 +54,25 @@ async def complete(base_url: str, messages: list[dict[str, Any]], **params: Any)
 async def llmsim_stats(url: str) -> dict[str, int]:
     async with httpx.AsyncClient() as client:
         return (await client.get(f"{url}/stats")).json()  # type: ignore[no-any-return]
+
+
+# A scrape: (sample name, its labels) -> value.
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(url: str) -> Samples:
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str,
+          **where: str) -> float:  # fmt: skip
+    return sum(
+        v for (n, labels), v in samples.items()
+        if n == name and all((k, w) in labels for k, w in where.items())
+    )  # fmt: skip

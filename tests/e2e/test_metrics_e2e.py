@@ -8,17 +8,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.helpers import complete, stream_text
+from tests.e2e.helpers import Samples, complete, scrape, stream_text, total
 from tests.fakes import eventually
 from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 STREAMED, PLAIN = 6, 3
-# A scrape: (sample name, its labels) -> value.
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
@@ -26,24 +23,6 @@ def system(kafka_bootstrap: str, logs_dir: Path) -> Iterator[System]:
     # A system of its own: its counters hold this module's traffic and nothing else.
     with running_system(kafka_bootstrap, logs_dir, tag="m", workers=2) as sys_:
         yield sys_
-
-
-async def scrape(url: str) -> Samples:
-    async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{url}/metrics")).text
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: Samples, name: str,
-          **where: str) -> float:  # fmt: skip
-    return sum(
-        v for (n, labels), v in samples.items()
-        if n == name and all((k, w) in labels for k, w in where.items())
-    )  # fmt: skip
 
 
 async def test_histograms_count_the_requests_and_token_usage_sums_the_tokens_streamed(

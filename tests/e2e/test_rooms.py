@@ -16,7 +16,7 @@ import pytest
 from services.tenants.database import open_store
 from services.tenants.settings import TenantStoreSettings
 from tests.capabilities import in_ci
-from tests.e2e.helpers import eventually, llmsim_stats, stream_text
+from tests.e2e.helpers import eventually, llmsim_stats, scrape, stream_text, total
 from tests.e2e.room_client import Frame, Member, new_room
 from tests.postgres import find_bin_dir, fresh_database
 from tests.system import System, running_system
@@ -131,6 +131,7 @@ async def test_three_members_on_two_nodes_share_typing_messages_and_one_answer(
     system: System, nodes: tuple[str, str], key: str, members: list[Member]
 ) -> None:
     room = await new_room(nodes[0], key)
+    before = [await scrape(node) for node in nodes]
     ann = await joined(members, nodes[0], room, "Ann", key)
     ben = await joined(members, nodes[0], room, "Ben", key)
     cat = await joined(members, nodes[1], room, "Cat", key)
@@ -164,6 +165,18 @@ async def test_three_members_on_two_nodes_share_typing_messages_and_one_answer(
     assert not ann.of("typing"), "the typist got its own typing"
     positions = [f["pos"] for f in ann.frames if f["type"] == "message"]
     assert positions == sorted(positions)
+
+    # The room metrics: members and rooms on each node, events counted once where published.
+    after = [await scrape(node) for node in nodes]
+    assert [total(a, "tokenbus_room_members") for a in after] == [2, 1]
+    assert [total(a, "tokenbus_rooms_open") for a in after] == [1, 1]
+    for kind, count in (("joined", 3), ("said", 3), ("typing", 1)):
+        published = sum(
+            total(a, "tokenbus_room_events_total", type=kind)
+            - total(b, "tokenbus_room_events_total", type=kind)
+            for a, b in zip(after, before, strict=True)
+        )
+        assert published == count, kind
 
     # An ask: the same answer stream to all three, llmsim's answer to the room's history.
     await ben.send({"type": "ask", "content": "what did we say?", "model": "small"})
