@@ -1,4 +1,5 @@
-"""`tokenbus dev`: the whole local system as processes; waits for /readyz; clean Ctrl-C."""
+"""`tokenbus dev`: the whole local system as processes; waits for /readyz; starts again a
+service that crashes (services/supervise.py); clean Ctrl-C."""
 
 import os
 import signal
@@ -10,6 +11,7 @@ from services.common.models import load_models
 from services.common.settings import KafkaSettings, ModelsSettings
 from services.localmodel.settings import LocalModelSettings
 from services.procs import ServiceFailed, ServiceProcess
+from services.supervise import Supervisor
 from services.tenants.dev import DEV_ENV, ensure_dev_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +76,7 @@ def run_dev(start_kafka: bool = True) -> int:
         _banner(procs)
         ensure_dev_key(_database_env().get("TOKENBUS_DATABASE_URL"))
         print(flush=True)
-        stop.wait()
+        Supervisor(procs, say=lambda line: print(line, flush=True)).run(stop)
         return 0
     except ServiceFailed as exc:
         print(f"tokenbus dev: {exc}", file=sys.stderr)
@@ -96,5 +98,5 @@ def _banner(procs: list[ServiceProcess]) -> None:
     analytics = next((p for p in procs if p.name == "analytics"), None)
     if analytics:
         lines.append(f"  Usage API:       {analytics.url}/v1/usage   (or: tokenbus usage)")
-    lines += ["  Ctrl-C stops everything."]
+    lines += ["  A service that crashes is started again.", "  Ctrl-C stops everything."]
     print("\n".join(lines), flush=True)
