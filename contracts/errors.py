@@ -45,6 +45,7 @@ class EdgeCode(StrEnum):
     PERMISSION_DENIED = "permission_denied"
     NOT_FOUND = "not_found"
     STREAM_NOT_FOUND = "stream_not_found"
+    STREAM_EXPIRED = "stream_expired"
     RESPONSE_NOT_STARTED = "response_not_started"
     RESPONSE_EXPIRED = "response_expired"
     CONVERSATION_BUSY = "conversation_busy"

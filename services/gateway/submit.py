@@ -356,6 +356,9 @@ async def watch(
     if node.draining:  # the client should resume on a node that stays
         raise shutting_down()
     settings = node.settings
+    retention_ms = settings.topics.tokens.retention_ms
+    if retention_ms is not None and ref.age_ms() > retention_ms:
+        raise stream_expired(request_id, retention_ms)  # its events are gone, or going
     sub = Subscription(None, request_id, settings.subscriber_buffer)
     reader = HistoryReader(
         settings.bootstrap_servers,
@@ -407,6 +410,17 @@ def stream_not_found(request_id: str) -> OpenAIError:
         f"No stream with id '{request_id}'.",
         param="request_id",
         code=EdgeCode.STREAM_NOT_FOUND,
+    )
+
+
+def stream_expired(request_id: str, retention_ms: int) -> OpenAIError:
+    hours = retention_ms / 3_600_000
+    return OpenAIError(
+        410,
+        f"The events of stream '{request_id}' are no longer retained (streams can be resumed"
+        f" for {hours:g} hours); send the request again.",
+        param="request_id",
+        code=EdgeCode.STREAM_EXPIRED,
     )
 
 

@@ -11,12 +11,14 @@ from typing import Any
 import h11
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from contracts import TOPICS, new_request_id
 from services.tenants.settings import PLACEHOLDER_ID_SECRET
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
 from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
 from tests.e2e.usage import usage_of
+from tests.e2e.ws_client import recv, send, ws_url
 from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -115,12 +117,34 @@ class TestResume:
                 "nope",
                 "chatcmpl-10-0-0123456789abcdef",  # the old shape, with no tenant tag
                 new_request_id(9, 1, "dev", secret),  # no partition 9
-                new_request_id(0, 16, "dev", secret),  # nothing then
+                new_request_id(0, int(time.time() * 1000) - 3_600_000, "dev", secret),  # none
                 new_request_id(0, int(time.time() * 1000), "other-tenant", secret),
             ):
                 resp = await client.get(f"/v1/streams/{request_id}")
                 assert resp.status_code == 404, request_id
                 assert resp.json()["error"]["code"] == "stream_not_found"
+
+    async def test_an_id_older_than_the_topics_retention_is_a_410_on_http_and_websocket(
+        self, system: System
+    ):
+        retention_ms = TOPICS.tokens.retention_ms
+        assert retention_ms is not None
+        born = int(time.time() * 1000) - retention_ms - 60_000
+        request_id = new_request_id(1, born, "dev", PLACEHOLDER_ID_SECRET.encode())
+        async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+            resp = await client.get(f"/v1/streams/{request_id}")
+        assert resp.status_code == 410
+        error = resp.json()["error"]
+        assert (error["code"], error["type"], error["param"]) == (
+            "stream_expired",
+            "invalid_request_error",
+            "request_id",
+        )
+        assert "24 hours" in error["message"]
+        async with connect(ws_url(system.gateway_url)) as conn:
+            await send(conn, type="resume", id="r", request_id=request_id, last_seq=3)
+            frame = await recv(conn)
+        assert (frame["type"], frame["code"], frame["id"]) == ("error", "stream_expired", "r")
 
 
 class TestCancel:
