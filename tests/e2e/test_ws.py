@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -203,8 +204,9 @@ class TestResumeAcrossNodes:
         assert text_of(whole) == direct
 
     async def test_resume_of_an_unknown_stream_is_an_error(self, ws: ClientConnection):
-        # A well-formed id of this (open-mode) tenant from 1970: no events.
-        unknown = new_request_id(0, 1, "dev", PLACEHOLDER_ID_SECRET.encode())
+        # A well-formed id of this (open-mode) tenant from an hour ago: no events.
+        an_hour_ago = int(time.time() * 1000) - 3_600_000
+        unknown = new_request_id(0, an_hour_ago, "dev", PLACEHOLDER_ID_SECRET.encode())
         await send(ws, type="resume", id="r", request_id=unknown, last_seq=-1)
         error = await recv(ws)
         assert (error["type"], error["code"], error["id"]) == ("error", "stream_not_found", "r")
