@@ -239,8 +239,10 @@ async def test_a_late_joiner_gets_the_history_and_the_answer_from_its_start(
     dan = await joined(members, nodes[1], room, "Dan", key)
     assert dan.state["answering"] == request_id
     assert [(m["user"], m["content"]) for m in dan.state["history"]] == [
-        ("Ann", "before the question")
+        ("Ann", "before the question"),
+        ("Ann", "tell me slowly"),  # the question being answered, though not yet kept
     ]
+    assert dan.state["history"][-1]["request_id"] == request_id
     text, events = await dan.answer(request_id)
     assert events[0]["type"] == "started" and events[0]["seq"] == 0  # from its start
     ann_text, ann_events = await ann.answer(request_id)

@@ -10,29 +10,35 @@ import json
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Request, Route, expect
+from playwright.async_api import Browser, Page, Request, Route, expect
 
 from services.tenants.database import open_store
 from services.tenants.settings import TenantStoreSettings
-from tests.capabilities import CHROMIUM, missing_capability
-from tests.e2e.browser import RECORD_STATUSES, CuttingProxy, chromium, chromium_path
-from tests.e2e.helpers import eventually, llmsim_stats, stream_text
+from tests.e2e.browser import CuttingProxy
+from tests.e2e.helpers import eventually, llmsim_stats
+from tests.e2e.webchat import (
+    SCREENSHOT_ENV,
+    STREAM_WAIT_MS,
+    ask,
+    direct,
+    last_answer,
+    open_chat,
+    saved_items,
+    shown_text,
+    words_shown,
+)
 from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 ANSWER_TOKENS = 90  # llmsim's answer length when the request names none (the page never does)
 LARGE = {"llmsim-large": {"ttft_ms": 600, "tokens_per_second": 30}}  # slow: time to Stop it
-# The mid-answer screenshot goes to pytest's tmp dir; `make screenshot` names docs/webchat.png
-# (for the README) here instead. A test run writes nothing into the source tree.
-SCREENSHOT_ENV = "TOKENBUS_SCREENSHOT"
-STREAM_WAIT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
@@ -79,88 +85,10 @@ async def keyed_gateway(
     return gateway.url, key
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = chromium_path()
-    if executable is None:
-        asked = f"{SCREENSHOT_ENV} is set" if os.environ.get(SCREENSHOT_ENV) else None
-        missing_capability(*CHROMIUM, required_by=asked)  # a skip, or a failure under CI=true
-    async with chromium(executable) as browser:
-        yield browser
-
-
-@pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    ctx = await browser.new_context(viewport={"width": 1100, "height": 760})
-    yield ctx
-    await ctx.close()
-
-
-@pytest.fixture
-def problems() -> list[tuple[str, str]]:
-    """(what, where) of script errors and Content-Security-Policy violations on the page."""
-    return []
-
-
-@pytest.fixture
-async def page(context: BrowserContext, problems: list[tuple[str, str]]) -> AsyncIterator[Page]:
-    """A page that fails the test on a script error or a CSP violation."""
-    page = await context.new_page()
-    await page.add_init_script(RECORD_STATUSES)
-    page.on("pageerror", lambda exc: problems.append((f"page error: {exc}", "")))
-    page.on(
-        "console",
-        lambda msg: (
-            problems.append((msg.text, msg.location["url"]))
-            if msg.type == "error" and "Content Security Policy" in msg.text
-            else None
-        ),
-    )
-    yield page
-    assert problems == []
-
-
-async def open_chat(page: Page, url: str, key: str = "any-key") -> None:
-    await page.goto(f"{url}/")
-    dialog = page.get_by_role("dialog", name="Your API key")
-    await expect(dialog).to_be_visible()
-    await dialog.get_by_label("API key").fill(key)
-    await dialog.get_by_role("button", name="Continue").click()
-    await expect(dialog).to_be_hidden()
-
-
-async def ask(page: Page, text: str) -> None:
-    box = page.get_by_label("Message", exact=True)
-    await box.fill(text)
-    await box.press("Enter")
-
-
-def last_answer(page: Page):  # type: ignore[no-untyped-def]
-    return page.locator("article.assistant").last
-
-
-async def direct(system: System, messages: list[dict[str, str]]) -> str:
-    text, _, _ = await stream_text(system.llmsim_url, messages, model="x")
-    return text
-
-
-async def words_shown(page: Page, condition: Callable[[int], bool]) -> None:
-    """Wait until the number of words in the last answer satisfies `condition`."""
-
-    async def holds() -> bool:
-        return condition(len((await shown_text(page)).split()))
-
-    await eventually(holds, within=STREAM_WAIT_MS / 1000)
-
-
 def png_size(data: bytes) -> tuple[int, int]:
     """(width, height) of a PNG image, from its IHDR chunk."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-async def shown_text(page: Page) -> str:
-    return " ".join((await last_answer(page).locator(".answer").inner_text()).split())
 
 
 def conversation_in(page: Page) -> str:
@@ -168,34 +96,6 @@ def conversation_in(page: Page) -> str:
     match = re.search(r"#conv=(conv_[A-Za-z0-9_-]+)$", page.url)
     assert match, page.url
     return match[1]
-
-
-async def saved_items(
-    system: System, conv: str, count: int, key: str = "any-key"
-) -> list[dict[str, Any]]:
-    """The conversation's items, once it holds `count`: the gateway appends a turn just after
-    its answer ends."""
-    items: list[dict[str, Any]] = []
-
-    async def holds() -> bool:
-        nonlocal items
-        async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.get(
-                f"{system.gateway_url}/v1/conversations/{conv}/items",
-                params={"order": "asc", "limit": 100},
-                headers={"authorization": f"Bearer {key}"},
-            )
-        response.raise_for_status()
-        items = response.json()["data"]
-        return len(items) == count
-
-    try:
-        # Generous: the turn is kept once the cancelled answer ends, which under a full suite
-        # on 2 cores has taken over 10 s.
-        await eventually(holds, within=30)
-    except TimeoutError:
-        raise AssertionError(f"{len(items)} items, not {count}: {items}") from None
-    return items
 
 
 class TestConversation:

@@ -231,14 +231,23 @@ class RoomHub:
             _encode(frame) for pos, frame, skip in recent if since < pos < until and skip != member
         ]
 
-    def detach(self, room_id: str, member: str) -> None:
-        """The socket is gone; the member stays until it leaves or its presence runs out."""
+    def detach(self, room_id: str, local: LocalMember) -> None:
+        """The socket is gone; the member stays until it leaves or its presence runs out.
+        Only this socket's registration: the member may be back already on a new socket."""
+        local.outbox.close()
         members = self.local.get(room_id, {})
-        local = members.pop(member, None)
-        if local is not None:
-            local.outbox.close()
+        if members.get(local.member) is local:
+            del members[local.member]
         if not members:
             self.local.pop(room_id, None)
+
+    def question(self, room_id: str, request_id: str) -> dict[str, Any] | None:
+        """The `message` that asked `request_id`, if this node still has it (for a member who
+        joins while it is answered: the ask is kept in the conversation only at the end)."""
+        for _, frame, _ in reversed(self._recent.get(room_id, ())):
+            if frame.get("request_id") == request_id and frame.get("role") == "user":
+                return {k: v for k, v in frame.items() if k != "pos"}
+        return None
 
     async def publish(self, event: RoomEvent) -> None:
         await self._node.publisher.room(event)

@@ -103,7 +103,7 @@ class RoomSession:
         except _Closed:
             pass
         finally:
-            self._hub.detach(self._room, local.member)
+            self._hub.detach(self._room, local)
 
     async def _await_join(self) -> wire.JoinMessage | None:
         async with asyncio.timeout(JOIN_TIMEOUT_S):
@@ -129,6 +129,9 @@ class RoomSession:
         history = await _history(
             store, self._room, self._caller.tenant, self._settings.room_history_items
         )
+        asked = state["answering"] and self._hub.question(self._room, state["answering"])
+        if asked:
+            history.append(asked)
         await self._send(
             reply(
                 "room_state",
@@ -219,7 +222,7 @@ class RoomSession:
             case wire.CancelAnswer():
                 await self._cancel(msg)
             case wire.LeaveMessage():
-                self._hub.detach(self._room, local.member)
+                self._hub.detach(self._room, local)
                 await self._hub.publish(MemberLeft(**common, reason="leave"))
                 with contextlib.suppress(Exception):
                     await self._ws.close(code=1000)

@@ -1,7 +1,7 @@
 // The web chat's controller: the conversation's turns. The API key and models live in
 // keys.js, the server-side conversation in conversations.js (the sidebar in sidebar.js),
 // streaming and resume in stream.js (Chat Completions) and responses.js (Responses), the DOM
-// in view.js.
+// in view.js. A room (several people and the AI in one conversation, #room=<id>) is room.js's.
 import {
   conversationInUrl,
   conversationItems,
@@ -19,6 +19,7 @@ import {
 import { chosenApi, extraFields } from "./extras.js";
 import { chosenModel, currentKey, keyDialogOpen, openKeyDialog, startKeys } from "./keys.js";
 import { responsesBody, streamResponse } from "./responses.js";
+import { currentRoom, enterRoom, exitRoom, onLeaveRoom, roomAnswering, roomInUrl, sendToRoom, stopRoomAnswer } from "./room.js";
 import { halt, handlers, newRun } from "./run.js";
 import { markCurrent, refreshSidebar } from "./sidebar.js";
 import { chatBody, HttpError, streamChat } from "./stream.js";
@@ -67,6 +68,7 @@ function restoreInput(text) {
 }
 
 function send() {
+  if (currentRoom()) return sendToRoom();
   const text = prompt.value;
   if (current || loading || !text.trim()) return;
   if (!currentKey()) {
@@ -227,6 +229,7 @@ function keepInHistory(view) {
 }
 
 function stop() {
+  if (stopRoomAnswer()) return;
   const run = current;
   if (!run || run.stopped) return;
   run.stopped = true;
@@ -240,6 +243,7 @@ function stop() {
 
 /** Leave the answer being streamed (it is stopped) and the conversation on screen. */
 function leave() {
+  exitRoom();
   if (current) {
     stop();
     current.discarded = true;
@@ -260,6 +264,15 @@ function newChat() {
   markCurrent(null);
   setBusy(false);
   prompt.focus();
+}
+
+/** Open room `id` (from the URL: a link someone shared, or New room). */
+function openRoom(id) {
+  leave();
+  markCurrent(id); // a room is a conversation: the sidebar lists it
+  refreshSidebar(currentKey());
+  setBusy(false);
+  enterRoom(id);
 }
 
 /** Show conversation `id` (from the URL, the tab's last one, or a pick in the sidebar). */
@@ -314,15 +327,25 @@ prompt.addEventListener("keydown", (event) => {
 });
 
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && current && !keyDialogOpen()) {
+  if (event.key === "Escape" && (current || roomAnswering()) && !keyDialogOpen()) {
     event.preventDefault();
     stop();
   }
 });
 
-// A conversation link (the sidebar's, Back and Forward, an edited URL) opens its conversation;
-// a URL without one is a new chat.
+// A conversation link (the sidebar's, Back and Forward, an edited URL) opens its conversation,
+// a room link its room; a URL without either is a new chat.
 window.addEventListener("hashchange", () => {
+  const room = roomInUrl();
+  if (room) {
+    if (room !== currentRoom()) openRoom(room);
+    return;
+  }
+  if (currentRoom()) {
+    leave(); // the room's messages go with it
+    markCurrent(null);
+    setBusy(false);
+  }
   const id = conversationInUrl();
   if (id && id !== conversationId) openConversation(id);
   else if (!id && conversationId) newChat();
@@ -333,11 +356,17 @@ window.addEventListener("hashchange", () => {
 /** With a key (the tab's, or one just entered): the sidebar, and the conversation to show. */
 async function keyed(key) {
   refreshSidebar(key);
+  const room = roomInUrl();
+  if (room) {
+    if (room !== currentRoom()) openRoom(room);
+    return;
+  }
   const id = conversationId ?? savedConversation();
   if (id && !current && !questions(history)) await openConversation(id);
 }
 
 async function start() {
+  onLeaveRoom(newChat);
   setBusy(false);
   await startKeys(keyed);
   document.body.dataset.ready = "true"; // for tests and for CSS: the page is wired up

@@ -40,9 +40,9 @@ export function titleFor(text) {
   return `${(space > TITLE_CHARS / 2 ? cut.slice(0, space) : cut).trimEnd()}…`;
 }
 
-/** A new conversation titled after `question`; its id. */
-export async function createConversation(apiKey, question) {
-  const body = { metadata: { title: titleFor(question) } };
+/** A new conversation titled after `question` (more `metadata`: strings); its id. */
+export async function createConversation(apiKey, question, metadata = {}) {
+  const body = { metadata: { title: titleFor(question), ...metadata } };
   return (await api("POST", "/v1/conversations", apiKey, body)).id;
 }
 

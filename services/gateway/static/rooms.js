@@ -12,7 +12,8 @@ export class RoomSocket {
   /**
    * `on` receives: state(frame, {again}) (room_state; `again` after a reconnect: the history
    * is already on screen and the frames missed follow), frame(frame) (presence, typing,
-   * message and the answer's started/delta/completed/failed), error(frame) (an error the socket
+   * message, the answer's started/delta/completed/failed, and `missed` when what was missed
+   * is gone: then the room_state's history replaces the screen's), error(frame) (an error the socket
    * survives), reconnecting(attempt), ended(reason) (closed for good: a fatal error frame, or
    * `check`'s words). `check()` is asked after a connection that never opened (the browser
    * says nothing about a refused handshake): it resolves to words that end the room (a key
@@ -23,6 +24,8 @@ export class RoomSocket {
     this.member = null; // ours, from the first room_state: a reconnect comes back as it
     this.pos = null; // the last pos handed on
     this.answer = null; // {requestId, seq}: the answer in progress, as far as it was handed on
+    this.stated = false; // a room_state came: the next one is a reconnect's
+    this.statePos = null; // the last room_state's pos
     this.ws = null;
     this.joined = false;
     this.closed = false;
@@ -101,6 +104,13 @@ export class RoomSocket {
     return join;
   }
 
+  refuseJoin(frame) {
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.end(`The room refused to let you in: ${frame.message || frame.code}`);
+  }
+
   end(reason) {
     this.closed = true;
     clearInterval(this.timer);
@@ -139,14 +149,25 @@ export class RoomSocket {
   receive(frame) {
     switch (frame.type) {
       case "room_state": {
-        const again = this.member !== null;
+        const again = this.stated;
+        this.stated = true;
         this.member = frame.member;
         this.joined = true;
         this.attempt = 0;
-        if (this.pos === null || frame.pos > this.pos) this.pos = frame.pos;
+        // Its pos is where the live frames start. After a reconnect the frames missed come
+        // first, with lower positions, so ours stays at the last one handed on until they do.
+        this.statePos = frame.pos;
+        if (!again) this.pos = frame.pos;
         this.on.state(frame, { again });
         return;
       }
+      case "missed":
+        // The node no longer holds all that was missed: room_state's history has the messages.
+        if (frame.complete === false) {
+          this.pos = this.statePos;
+          this.on.frame(frame);
+        }
+        return;
       case "started":
       case "delta":
       case "completed":
@@ -167,7 +188,9 @@ export class RoomSocket {
         this.on.frame(frame);
         return;
       case "error":
-        if (!FATAL.has(frame.code)) this.on.error(frame);
+        if (FATAL.has(frame.code)) return; // the close that follows ends the room
+        if (this.joined) this.on.error(frame);
+        else this.refuseJoin(frame); // the join itself was refused (its name, say)
         return;
       default:
         return; // pong, heartbeat: only the silence they break matters

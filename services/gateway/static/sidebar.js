@@ -1,6 +1,7 @@
 // The sidebar: the tenant's recent conversations, newest first, each a link to #conv=<id>
-// (app.js opens the conversation a link's hash names). Always shown on a wide screen; on a
-// phone it is a drawer the "Chats" button opens.
+// (app.js opens the conversation a link's hash names), or to #room=<id> for one made as a
+// room (New room marks it so). Always shown on a wide screen; on a phone it is a drawer the
+// "Chats" button opens.
 import { recentConversations } from "./conversations.js";
 
 const $ = (id) => document.getElementById(id);
@@ -38,7 +39,7 @@ function render() {
       time.dataset.when = String(when);
       time.textContent = ago(when);
       const link = document.createElement("a");
-      link.href = `#conv=${conv.id}`;
+      link.href = conv.metadata?.room === "true" ? `#room=${conv.id}` : `#conv=${conv.id}`;
       link.dataset.id = conv.id;
       if (conv.id === currentId) link.setAttribute("aria-current", "page");
       link.append(title, time);

@@ -3,6 +3,7 @@
 import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from contracts.rooms import (
     MemberTyping,
     RoomEvent,
 )
-from services.gateway.rooms.hub import Outbox
+from services.gateway.rooms.hub import LocalMember, Outbox, RoomHub
 from services.gateway.rooms.protocol import (
     AskMessage,
     JoinMessage,
@@ -27,6 +28,7 @@ from services.gateway.rooms.protocol import (
     spoken,
 )
 from services.gateway.rooms.state import RoomState
+from services.gateway.settings import GatewaySettings
 from services.gateway.ws_protocol import WsError
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -166,3 +168,16 @@ class TestProtocol:
         error = parse_room_message(json.dumps({"type": "chat"}))
         assert isinstance(error, WsError) and error.code == "unknown_type"
         assert "join, say, ask" in error.message
+
+
+class TestHub:
+    def test_an_old_socket_going_away_leaves_the_member_back_on_a_new_one(self) -> None:
+        node = SimpleNamespace(settings=GatewaySettings(bootstrap_servers="127.0.0.1:1"))
+        hub = RoomHub(node, consumer=lambda: None)  # type: ignore[arg-type]
+        old, new = (LocalMember("m1", "Ann", Outbox(4)) for _ in range(2))
+        hub.local["conv_1"] = {"m1": new}  # back (same member id) before the old one closed
+        hub.detach("conv_1", old)
+        assert hub.local["conv_1"] == {"m1": new} and not new.outbox.closed
+        assert old.outbox.closed
+        hub.detach("conv_1", new)
+        assert "conv_1" not in hub.local
