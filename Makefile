@@ -20,7 +20,7 @@ PROMTOOL_VERSION := v0.316.0
 PROMTOOL := .tools/bin/promtool
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status topics run test test-unit \
-        test-kafka test-e2e bench asyncapi lint fmt clean screenshot kustomize promtool
+        test-kafka test-e2e chaos bench asyncapi lint fmt clean screenshot kustomize promtool
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ test-unit: install ## Fast tests, no broker
 
 test-kafka: install kafka-jars ## Real-broker tests only
 	$(PY) pytest -m "kafka" $(PYTEST_ARGS)
+
+chaos: install kafka-jars ## Faults on purpose only: broker killed and frozen, worker killed (docs/reliability.md)
+	$(PY) pytest tests/chaos $(PYTEST_ARGS)
 
 bench: install kafka-jars ## Benchmark: tokenbus vs direct llmsim, 1..1000 streams (< 15 min)
 	$(PY) python -m services.bench --json docs/bench/latest.json --plot docs/bench/latest.png
