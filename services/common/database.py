@@ -48,6 +48,10 @@ def make_engine(url: str) -> AsyncEngine:
         options["poolclass"] = StaticPool  # one connection, or each would see its own database
     else:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
+    # Several processes share the file (gateways, analytics): a writer waits its turn for up
+    # to this long, instead of sqlite3's 5 s (four nodes migrating at once on a busy machine
+    # took longer and failed with "database is locked").
+    options["connect_args"] = {"timeout": 30}
     engine = create_async_engine(url, **options)
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

@@ -6,7 +6,6 @@ requests succeed soon after the broker is back, and `/readyz` says when it is aw
 A broker of its own (not the session's), since it is the one thing killed here."""
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -20,7 +19,7 @@ import pytest
 from infra.kafka.local import LocalBroker
 from services.procs import free_port
 from tests.e2e.helpers import eventually, stream_text
-from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
+from tests.e2e.sse import Frame, chat_text, iter_frames, last_id, parse_frames, stream_error
 from tests.system import System, running_system
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -64,18 +63,6 @@ def _body(n: int) -> dict[str, Any]:
         "max_tokens": TOKENS,
         "stream": True,
     }
-
-
-def _text(frames: list[Frame]) -> str:
-    chunks = [json.loads(d) for _, d in frames if d.startswith("{") and '"choices"' in d]
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-
-
-def _error(frames: list[Frame]) -> dict[str, Any] | None:
-    for _, data in frames:
-        if data.startswith('{"error"'):
-            return json.loads(data)["error"]  # type: ignore[no-any-return]
-    return None
 
 
 async def _stream(
@@ -159,9 +146,9 @@ async def test_a_broker_outage_mid_answer_loses_no_text(
         expected, _, _ = await stream_text(
             system.llmsim_url, body["messages"], model="x", max_tokens=TOKENS
         )
-        error = _error(frames)
+        error = stream_error(frames)
         if error is None:
-            assert _text(frames) == expected, request_id
+            assert chat_text(frames) == expected, request_id
             outcomes.append("whole")
             continue
         outcomes.append(f"resumed after {error['code']}")
@@ -173,7 +160,7 @@ async def test_a_broker_outage_mid_answer_loses_no_text(
             )
         assert resp.status_code == 200, resp.text
         tail = parse_frames(resp.text)
-        assert _text(frames) + _text(tail) == expected, request_id
+        assert chat_text(frames) + chat_text(tail) == expected, request_id
 
     # New requests succeed soon after the broker is back.
     async def answers() -> bool:

@@ -4,7 +4,6 @@ answered yet finish whole on the other worker; those it was answering end with t
 other worker's turn), never cut short silently; usage holds exactly one record per request."""
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 
 from contracts import TOPICS, UsageRecorded
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
-from tests.e2e.sse import Frame, iter_frames
+from tests.e2e.sse import Frame, chat_text, iter_frames, stream_error
 from tests.kafka_records import read_topic
 from tests.system import System, running_system
 
@@ -67,16 +66,6 @@ async def _stream(url: str, body: dict[str, Any]) -> tuple[str, list[Frame], flo
     return request_id, frames, time.monotonic()
 
 
-def _text(frames: list[Frame]) -> str:
-    chunks = [json.loads(d) for _, d in frames if d.startswith("{") and '"choices"' in d]
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-
-
-def _error(frames: list[Frame]) -> dict[str, Any] | None:
-    errors = [json.loads(d)["error"] for _, d in frames if d.startswith('{"error"')]
-    return errors[0] if errors else None
-
-
 async def test_a_worker_killed_under_load_loses_no_request_and_usage_stays_exact(
     system: System,
 ) -> None:
@@ -97,15 +86,15 @@ async def test_a_worker_killed_under_load_loses_no_request_and_usage_stays_exact
         expected, _, _ = await stream_text(
             system.llmsim_url, body["messages"], model="x", max_tokens=TOKENS
         )
-        error = _error(frames)
+        error = stream_error(frames)
         if error is None:
-            assert _text(frames) == expected, request_id
+            assert chat_text(frames) == expected, request_id
             assert frames[-1] == (None, "[DONE]")
             whole += 1
             continue
         # Cut after text: said so, retryable, and what came before is a true prefix.
         assert error["code"] == "worker_lost", (request_id, error)
-        assert expected.startswith(_text(frames)) and _text(frames), request_id
+        assert expected.startswith(chat_text(frames)) and chat_text(frames), request_id
         assert ended_at - killed_at < BOUND_S, request_id
         lost += 1
     assert lost >= 1 and whole >= 1, (whole, lost)  # the kill did land mid-answer

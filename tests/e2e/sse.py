@@ -1,6 +1,8 @@
 """A tiny SSE reader for tests: frames as (id, data) pairs, comments (pings) left out."""
 
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -31,3 +33,15 @@ async def iter_frames(resp: httpx.Response) -> AsyncIterator[Frame]:
 
 def last_id(frames: list[Frame]) -> int:
     return max(int(i) for i, _ in frames if i is not None)
+
+
+def chat_text(frames: list[Frame]) -> str:
+    """The text of a chat-completions stream's chunks."""
+    chunks = [json.loads(d) for _, d in frames if d.startswith("{") and '"choices"' in d]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def stream_error(frames: list[Frame]) -> dict[str, Any] | None:
+    """The error a stream ended with (OpenAI's error body), if any."""
+    errors = [json.loads(d)["error"] for _, d in frames if d.startswith('{"error"')]
+    return errors[0] if errors else None

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 
 from tests.e2e.helpers import eventually, stream_text
 from tests.e2e.room_client import Member, new_room
-from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
+from tests.e2e.sse import Frame, chat_text, iter_frames, last_id, parse_frames
 from tests.e2e.ws_client import recv, send, ws_url
 from tests.system import System, running_system
 
@@ -45,11 +45,6 @@ def _body(text: str) -> dict[str, Any]:
         "max_tokens": TOKENS,
         "stream": True,
     }
-
-
-def _text(frames: list[Frame]) -> str:
-    chunks = [json.loads(d) for _, d in frames if d.startswith("{") and '"choices"' in d]
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
 async def test_a_gateway_sigterm_lets_streams_run_then_sends_them_to_resume_elsewhere(
@@ -88,7 +83,7 @@ async def test_a_gateway_sigterm_lets_streams_run_then_sends_them_to_resume_else
     error = json.loads(last)["error"]
     assert error["code"] == "server_shutting_down"
     assert len(delivered) > 5 + 5  # tokens kept coming after SIGTERM (20 a second)
-    assert _text(delivered)  # and it was mid-answer, not at its end
+    assert chat_text(delivered)  # and it was mid-answer, not at its end
     # ... from which the other node resumes, byte for byte, to the end.
     async with httpx.AsyncClient(timeout=60) as client:
         resp = await client.get(
@@ -100,7 +95,7 @@ async def test_a_gateway_sigterm_lets_streams_run_then_sends_them_to_resume_else
     direct, _, _ = await stream_text(
         system.llmsim_url, body["messages"], model="x", max_tokens=TOKENS
     )
-    assert _text(delivered + tail) == direct
+    assert chat_text(delivered + tail) == direct
     assert tail[-1] == (None, "[DONE]")
 
 
@@ -123,7 +118,7 @@ async def test_a_worker_sigterm_finishes_its_generation_before_it_leaves(system:
     direct, _, _ = await stream_text(
         system.llmsim_url, body["messages"], model="x", max_tokens=TOKENS
     )
-    assert _text(frames) == direct  # the whole answer, not a cut one
+    assert chat_text(frames) == direct  # the whole answer, not a cut one
     assert frames[-1] == (None, "[DONE]")
 
 

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from contracts import TOPICS, new_request_id
 from services.tenants.settings import PLACEHOLDER_ID_SECRET
 from tests.e2e.helpers import eventually, llmsim_stats, stream_text
-from tests.e2e.sse import Frame, iter_frames, last_id, parse_frames
+from tests.e2e.sse import Frame, chat_text, iter_frames, last_id, parse_frames
 from tests.e2e.usage import usage_of
 from tests.e2e.ws_client import recv, send, ws_url
 from tests.system import System, running_system
@@ -84,11 +84,6 @@ async def _watch(url: str, request_id: str, after: int | None = None) -> list[Fr
     return parse_frames(resp.text)
 
 
-def _text(frames: list[Frame]) -> str:
-    chunks = [json.loads(d) for _, d in frames if d.startswith("{")]
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-
-
 class TestResume:
     @pytest.mark.parametrize("where", ["start", "middle", "end"])
     async def test_a_stream_cut_on_one_node_resumes_byte_identical_on_the_other(
@@ -107,7 +102,7 @@ class TestResume:
         direct, _, _ = await stream_text(
             system.llmsim_url, body["messages"], model="x", max_tokens=tokens
         )
-        assert _text(whole) == direct
+        assert chat_text(whole) == direct
         assert whole[-1] == (None, "[DONE]")
 
     async def test_an_unknown_or_foreign_id_is_a_404(self, system: System):
@@ -198,7 +193,7 @@ class TestGracePeriod:
         direct, _, _ = await stream_text(
             system.llmsim_url, body["messages"], model="x", max_tokens=300
         )
-        assert _text(head + tail) == direct
+        assert chat_text(head + tail) == direct
 
 
 def _stalled_watcher(url: str, request_id: str) -> socket.socket:

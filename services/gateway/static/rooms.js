@@ -5,7 +5,7 @@ import { backoffMs } from "./stream.js";
 
 // The room is gone for this socket: joining again cannot help (the server closes with 1008).
 const FATAL = new Set(["not_found", "room_full", "too_many_rooms"]);
-const PING_MS = 20_000; // the server sends a heartbeat after 15 s of silence...
+const PING_MS = 20_000; // the server sends a heartbeat after 20 s of silence (ws_heartbeat_s)...
 const DEAD_MS = 45_000; // ...so this long without any frame is a connection that died quietly
 
 export class RoomSocket {
