@@ -125,7 +125,6 @@ class RoomHub:
         self._recent: dict[str, deque[tuple[int, dict[str, Any], str | None]]] = {}
         self._answers: dict[str, _Answer] = {}  # room id -> its answer streaming on this node
         self._joins: dict[UUID, tuple[LocalMember, asyncio.Future[dict[str, Any]]]] = {}
-        self._leaving: set[tuple[str, str]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
 
@@ -218,6 +217,11 @@ class RoomHub:
             for local in members.values():
                 local.outbox.drain()
 
+    def answering(self, room_id: str) -> str | None:
+        """The request id of the answer streaming in the room now."""
+        state = self.rooms.get(room_id)
+        return state.answering if state else None
+
     def knows(self, room_id: str, member: str) -> bool:
         state = self.rooms.get(room_id)
         return state is not None and member in state.members
@@ -307,7 +311,7 @@ class RoomHub:
 
     def _deliver(self, room_id: str, frame: dict[str, Any], skip: str | None) -> None:
         answer = self._answers.get(room_id)
-        if answer is not None and answer.held is not None and _holding(answer, frame):
+        if answer is not None and _holding(answer, frame):
             answer.held.append((frame, skip))
             return
         text = _encode(frame)
@@ -399,10 +403,8 @@ class RoomHub:
                     continue
                 here = self.local.get(room_id, {})
                 for member in state.stale(now, timeout):
-                    key = (room_id, member.member)
-                    if member.member in here or key in self._leaving:
-                        continue
-                    self._leaving.add(key)
+                    if member.member in here:
+                        continue  # its socket is here: its alive is on the way
                     try:
                         await self.publish(
                             MemberLeft(
@@ -415,8 +417,6 @@ class RoomHub:
                         )
                     except Exception as exc:
                         log.warning("room_expire_failed", error=type(exc).__name__)
-                    finally:
-                        self._leaving.discard(key)
 
 
 def _holding(answer: _Answer, frame: dict[str, Any]) -> bool:

@@ -279,7 +279,7 @@ class RoomSession:
                 )
             )
             return
-        if self._hub.rooms.get(self._room) and self._hub.rooms[self._room].answering:
+        if self._hub.answering(self._room):  # the lease below decides; this saves a submit
             await self._send(_busy(msg.id))
             return
         try:
@@ -306,8 +306,7 @@ class RoomSession:
         await self._hub.publish(asked)
 
     async def _cancel(self, msg: wire.CancelAnswer) -> None:
-        state = self._hub.rooms.get(self._room)
-        answering = state.answering if state else None
+        answering = self._hub.answering(self._room)
         if answering is None:
             await self._send(
                 error_frame(EdgeCode.NOTHING_TO_CANCEL, "No answer is streaming.", id=msg.id)
