@@ -133,8 +133,12 @@ class RoomHub:
         settings = node.settings
         return cls(
             node,
+            # A fetch returns as soon as a record is there; the wait only paces idle polls,
+            # which every gateway makes on every room partition.
             lambda: assigned_consumer(
-                settings.bootstrap_servers, f"tokenbus-rooms-{settings.instance}"
+                settings.bootstrap_servers,
+                f"tokenbus-rooms-{settings.instance}",
+                fetch_max_wait_ms=500,
             ),
         )
 
