@@ -8,6 +8,7 @@ from contracts.control import (
     ClientAttached,
     ClientDetached,
     ControlEvent,
+    GatewayAlive,
 )
 from contracts.dead_letter import DeadLetter
 from contracts.errors import EdgeCode, ErrorCode
@@ -51,6 +52,7 @@ __all__ = [
     "ErrorCode",
     "Event",
     "Failed",
+    "GatewayAlive",
     "Message",
     "RequestRef",
     "Started",

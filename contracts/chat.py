@@ -41,6 +41,11 @@ class ChatRequested(Event):
     api: Literal["chat", "responses"] = Field(
         default="chat", description="The HTTP API that asked: chat completions or Responses"
     )
+    node: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The gateway node the asker is on: if it dies, the asker counts as gone",
+    )
     summarised_turns: int = Field(
         default=0, ge=0, description="Conversation turns folded into a summary for this request"
     )

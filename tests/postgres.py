@@ -47,9 +47,30 @@ def _run(args: list[str]) -> None:
         raise RuntimeError(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
 
+class LocalPostgres:
+    """A server of our own: `url` while it runs; `stop()` and `start()` again on the same data
+    (the chaos tests take the database away)."""
+
+    def __init__(self, root: Path, bin_dir: Path, durable: bool) -> None:
+        self.root, self._bin = root, bin_dir
+        self.data, self.port = root / "data", free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        self._options = f"-k {root} -p {self.port} -c listen_addresses=127.0.0.1"
+        if not durable:
+            self._options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+    def start(self) -> None:
+        log = str(self.root / "postgres.log")
+        _run([str(self._bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", self._options,
+              "-w", "-t", "60", "start"])  # fmt: skip
+
+    def stop(self) -> None:
+        _run([str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+
+
 @contextlib.contextmanager
-def local_postgres(durable: bool = False) -> Iterator[str]:
-    """initdb + pg_ctl start on a free port; yield a server URL (asyncpg); stop and delete.
+def own_postgres(durable: bool = False) -> Iterator[LocalPostgres]:
+    """initdb + pg_ctl start on a free port; yield the server; stop and delete.
 
     Without `durable`, fsync is off: tests need a real PostgreSQL, not a power-cut-proof one.
     """
@@ -58,26 +79,30 @@ def local_postgres(durable: bool = False) -> Iterator[str]:
         raise RuntimeError("no PostgreSQL binaries: apt-get install -y postgresql")
     # Not under pytest's tmp dir: that is private to root, and the server runs as postgres.
     root = Path(tempfile.mkdtemp(prefix="tokenbus-pg-"))
-    data, port = root / "data", free_port()
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(root, user.pw_uid, user.pw_gid)
+    server = LocalPostgres(root, bin_dir, durable)
     try:
-        _run([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+        _run([str(bin_dir / "initdb"), "-D", str(server.data), "-A", "trust", "-U", "postgres",
               "-E", "UTF8", "--no-sync", "--no-instructions"])  # fmt: skip
-        options = f"-k {root} -p {port} -c listen_addresses=127.0.0.1"
-        if not durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "postgres.log"),
-              "-o", options, "-w", "-t", "60", "start"])  # fmt: skip
+        server.start()
         try:
-            _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                  DATABASE])  # fmt: skip
-            yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{DATABASE}"
+            _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U",
+                  "postgres", DATABASE])  # fmt: skip
+            yield server
         finally:
-            _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+            with contextlib.suppress(RuntimeError):  # already stopped
+                server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_postgres(durable: bool = False) -> Iterator[str]:
+    """A server of our own (`own_postgres`), as its URL."""
+    with own_postgres(durable) as server:
+        yield server.url
 
 
 @contextlib.contextmanager

@@ -8,8 +8,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
 
 
-def health_router(registry: CollectorRegistry, readiness: ReadinessCheck) -> APIRouter:
-    """Liveness is "the process answers"; readiness asks `readiness` which parts are up."""
+def health_router(
+    registry: CollectorRegistry, readiness: ReadinessCheck, advisory: ReadinessCheck | None = None
+) -> APIRouter:
+    """Liveness is "the process answers"; readiness asks `readiness` which parts are up.
+    `advisory` checks are reported beside them but do not decide readiness."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/healthz")
@@ -21,7 +24,10 @@ def health_router(registry: CollectorRegistry, readiness: ReadinessCheck) -> API
         checks = await readiness()
         ready = all(checks.values())
         response.status_code = 200 if ready else 503
-        return {"status": "ready" if ready else "not_ready", "checks": checks}
+        body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
+        if advisory is not None:
+            body["advisory"] = await advisory()
+        return body
 
     @router.get("/metrics")
     async def metrics() -> Response:

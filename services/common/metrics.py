@@ -85,6 +85,12 @@ class GatewayMetrics:
             ["transport"],
             registry=registry,
         )
+        self.limits_unchecked = Counter(
+            "tokenbus_gateway_limits_unchecked",
+            "Requests admitted without a rate-limit check: the database was unreachable and"
+            " limits_when_database_down is open",
+            registry=registry,
+        )
         self.cancels = Counter(
             "tokenbus_gateway_cancellations", "Cancels asked by clients", registry=registry
         )

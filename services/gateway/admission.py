@@ -68,13 +68,19 @@ async def admit(
     node: GatewayNode, caller: Caller, body: ChatCompletionRequest, request_id: str
 ) -> tuple[Ticket | None, dict[str, str]]:
     """A ticket to release when the stream ends (None: nothing was counted) and the rate-limit
-    headers; raises RateLimited (429) or a 503 when the database cannot be reached."""
+    headers; raises RateLimited (429), or a 503 when the database cannot be reached and the
+    node's `limits_when_database_down` is `closed` (`open` admits the request uncounted)."""
     if node.limiter is None or not caller.limits.any():
         return None, {}
     estimate = estimate_tokens(body, node.settings.default_output_tokens)
     try:
         decision = await node.limiter.admit(caller.tenant, caller.limits, estimate, request_id)
     except (SQLAlchemyError, OSError) as exc:
+        if node.settings.limits_when_database_down == "open":
+            log.warning("limits_unchecked", tenant=caller.tenant, error=type(exc).__name__)
+            if node.metrics is not None:
+                node.metrics.limits_unchecked.inc()
+            return None, {}
         log.error("limits_unavailable", error=type(exc).__name__)
         raise OpenAIError(
             503,

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -79,7 +80,8 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         settings,
         hub,
         reader,
-        RequestPublisher(broker, topics),
+        # A new id per process: a node that died is never mistaken for its successor.
+        RequestPublisher(broker, topics, node=f"{settings.instance}-{secrets.token_hex(4)}"),
         load_models(
             settings.models,
             settings.llmsim_url,
@@ -87,7 +89,9 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
             localmodel_parallel=settings.localmodel_parallel,
         ),
         Authenticator(
-            TenantStore(engine, pepper(settings)) if keys else None, settings.key_cache_s
+            TenantStore(engine, pepper(settings)) if keys else None,
+            settings.key_cache_s,
+            settings.key_stale_s,
         ),
         RateLimiter(engine, settings.instance, settings.lease_s, settings.lease_max_s)
         if keys
@@ -125,6 +129,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         renewing = asyncio.create_task(_renew_leases(node.limiter)) if node.limiter else None
         purging = asyncio.create_task(_purge(responses, conversations, settings))
         lag = asyncio.create_task(kafka_metrics.follow_lag(reader.lag))
+        alive = asyncio.create_task(_say_alive(node))
         log.info(
             "gateway_started",
             partitions=reader.partitions,
@@ -134,7 +139,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         try:
             yield
         finally:
-            for task in (renewing, purging, lag):
+            for task in (renewing, purging, lag, alive):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -148,8 +153,12 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         checks = {"kafka": await broker.ping(timeout=2.0), "reply_partitions": reader.ready}
         checks["rooms"] = room_hub.ready
         checks["accepting"] = not node.draining  # false from SIGTERM on: send traffic elsewhere
-        checks["database"] = await _database_answers(engine)
         return checks
+
+    async def advisory() -> dict[str, bool]:
+        # Shown, not gating: every node shares the database, so failing readiness on it would
+        # take them all out at once, while cached keys and the limits policy keep serving.
+        return {"database": await _database_answers(engine)}
 
     app = _GatewayApp(
         title="tokenbus gateway",
@@ -177,7 +186,7 @@ def create_app(settings: GatewaySettings, tracer_provider: TracerProvider | None
         errors.labels(str(err.status), str(err.code or "")).inc()
 
     install_error_handlers(app, on_http=counted_body_too_large, on_answer=count_error)
-    app.include_router(health_router(registry, readiness))
+    app.include_router(health_router(registry, readiness, advisory))
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(streams.router)
@@ -222,6 +231,20 @@ def refuse_placeholder_secrets(settings: GatewaySettings) -> None:
             f"{names} still at the development placeholder: set a random secret (the same on "
             "every gateway node), or TOKENBUS_ENVIRONMENT=development on a developer machine"
         )
+
+
+async def _say_alive(node: GatewayNode) -> None:
+    """Workers count this node's clients as watchers only while it says this."""
+    failing = False
+    while True:
+        try:
+            await node.publisher.alive(node.settings.disconnect_grace_s)
+            failing = False
+        except Exception as exc:  # the broker is away: said once, not every beat
+            if not failing:
+                log.warning("alive_failed", error=type(exc).__name__)
+            failing = True
+        await asyncio.sleep(node.settings.node_alive_s)
 
 
 async def _renew_leases(limiter: RateLimiter) -> None:

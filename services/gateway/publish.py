@@ -2,15 +2,23 @@
 
 from faststream.kafka import KafkaBroker
 
-from contracts import CancelRequested, ChatRequested, ClientAttached, ClientDetached, Topics
+from contracts import (
+    CancelRequested,
+    ChatRequested,
+    ClientAttached,
+    ClientDetached,
+    GatewayAlive,
+    Topics,
+)
 from contracts.rooms import RoomEvent
 
 
 class RequestPublisher:
-    """The gateway's only writes to Kafka."""
+    """The gateway's only writes to Kafka; `node` is this process's id in control events."""
 
-    def __init__(self, broker: KafkaBroker, topics: Topics) -> None:
+    def __init__(self, broker: KafkaBroker, topics: Topics, node: str = "") -> None:
         self._broker = broker
+        self.node = node or None
         self._requests = broker.publisher(
             topics.requests.name, title="chat_requested", schema=ChatRequested
         )
@@ -32,11 +40,17 @@ class RequestPublisher:
         await self._control.publish(command, key=request_id.encode())
 
     async def attached(self, request_id: str) -> None:
-        await self._control.publish(ClientAttached(request_id=request_id), key=request_id.encode())
+        attached = ClientAttached(request_id=request_id, node=self.node)
+        await self._control.publish(attached, key=request_id.encode())
 
     async def detached(self, request_id: str, grace_s: float) -> None:
+        detached = ClientDetached(request_id=request_id, grace_s=grace_s, node=self.node)
+        await self._control.publish(detached, key=request_id.encode())
+
+    async def alive(self, grace_s: float) -> None:
+        assert self.node is not None, "a node without an id cannot say it is alive"
         await self._control.publish(
-            ClientDetached(request_id=request_id, grace_s=grace_s), key=request_id.encode()
+            GatewayAlive(request_id=self.node, grace_s=grace_s), key=self.node.encode()
         )
 
     async def room(self, event: RoomEvent) -> None:

@@ -1,5 +1,7 @@
 """GatewaySettings: listener, reply partitions, auth and rate limits, stream limits."""
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 
 from services.common.settings import (
@@ -59,6 +61,17 @@ class GatewaySettings(
         description="How long a node trusts a key lookup (and a tenant's limits): a revoked "
         "key or a new limit takes effect within this",
     )
+    key_stale_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="While the database is unreachable, a key checked within this keeps its last"
+        " answer (0: refuse with 503 once `key_cache_s` is over)",
+    )
+    limits_when_database_down: Literal["open", "closed"] = Field(
+        default="open",
+        description="Rate limits the database cannot check: `open` admits the request uncounted"
+        " (logged), `closed` refuses it with a retryable 503",
+    )
     lease_s: float = Field(
         default=60.0,
         ge=3,
@@ -115,6 +128,12 @@ class GatewaySettings(
     )
     disconnect_grace_s: float = Field(
         default=30.0, ge=0, description="Keep generating this long for a client that left"
+    )
+    node_alive_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the node tells the workers it is up (well under their"
+        " `gateway_silence_s`, after which its clients count as gone)",
     )
     send_timeout_s: float = Field(
         default=60.0, gt=0, description="Close a client that accepts no bytes for this long"

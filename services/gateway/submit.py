@@ -305,6 +305,7 @@ async def submit(
         stream=stream,
         include_usage=body.include_usage,
         reply_partition=partition,
+        node=node.publisher.node,
         deadline=utcnow() + timedelta(seconds=deadline_s) if deadline_s else None,
         api=api,
         summarised_turns=summarised_turns,

@@ -45,6 +45,12 @@ class InferenceSettings(
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On shutdown, how long in-flight generations may finish"
     )
+    gateway_silence_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A gateway node silent this long is gone: its clients count as detached"
+        " (their generations run on for its grace period, then stop unless resumed elsewhere)",
+    )
     session_timeout_ms: int = Field(
         default=10_000, ge=6_000, description="Kafka group session timeout (failover time)"
     )

@@ -20,6 +20,7 @@ from contracts import (
     CancelRequested,
     ChatRequested,
     ClientAttached,
+    ClientDetached,
     ErrorCode,
     TokenUsage,
     UsageRecorded,
@@ -94,7 +95,9 @@ class Worker:
         self._window = Window(
             settings.coalesce_ms / 1000, settings.coalesce_busy_ms / 1000, settings.coalesce_busy_at
         )
-        self._watchers = Watchers(lambda request_id: self.cancel(request_id, "no_watcher"))
+        self._watchers = Watchers(
+            lambda request_id: self.cancel(request_id, "no_watcher"), settings.gateway_silence_s
+        )
         self.paused = False
         self.pauses = 0
 
@@ -128,7 +131,7 @@ class Worker:
             return
         task = asyncio.create_task(self._serve(request, delivery, headers))
         self._inflight[request.request_id] = task
-        self._watchers.track(request.request_id)
+        self._watchers.track(request.request_id, request.node)
         if len(self._inflight) >= self._settings.max_concurrency and self._flow and not self.paused:
             # Full: stop fetching rather than letting prefetched requests queue up here,
             # where no other worker of the group could take them.
@@ -147,9 +150,11 @@ class Worker:
         if isinstance(event, CancelRequested):
             self.cancel(event.request_id, event.reason)
         elif isinstance(event, ClientAttached):
-            self._watchers.attach(event.request_id)
+            self._watchers.attach(event.request_id, event.node)
+        elif isinstance(event, ClientDetached):
+            self._watchers.detach(event.request_id, event.grace_s, event.node)
         else:
-            self._watchers.detach(event.request_id, event.grace_s)
+            self._watchers.alive(event.node, event.grace_s)
 
     def cancel(self, request_id: str, reason: str) -> bool:
         """Cancel a request this worker holds; return whether it held it."""

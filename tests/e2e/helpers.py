@@ -1,5 +1,6 @@
 """Small helpers for e2e tests: SDK clients and llmsim's stats."""
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ from tests.fakes import eventually
 __all__ = [
     "Samples",
     "complete",
+    "direct_texts",
     "eventually",
     "llmsim_stats",
     "scrape",
@@ -41,6 +43,18 @@ async def stream_text(
             chunks.append(chunk)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     return text, chunks[-1].usage, chunks
+
+
+async def direct_texts(llmsim_url: str, bodies: list[dict[str, Any]]) -> list[str]:
+    """What llmsim answers each chat body directly (its text is deterministic), all at once:
+    one by one would take the sum of their streaming times."""
+    answers = await asyncio.gather(
+        *(
+            stream_text(llmsim_url, body["messages"], model="x", max_tokens=body["max_tokens"])
+            for body in bodies
+        )
+    )
+    return [text for text, _, _ in answers]
 
 
 async def complete(base_url: str, messages: list[dict[str, Any]], **params: Any) -> Any:

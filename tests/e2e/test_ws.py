@@ -352,6 +352,7 @@ class RecordingPublisher:
     """Stands in for Kafka: records what the gateway publishes; the test plays the worker."""
 
     def __init__(self) -> None:
+        self.node = None
         self.chats: list[Any] = []
         self.control: list[tuple[str, str]] = []
 
