@@ -9,6 +9,7 @@ same server), on the real broker:
 A PostgreSQL of its own (not the session's), since it is the one thing stopped here."""
 
 import asyncio
+import base64
 import time
 import uuid
 from collections import Counter
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 AWAY_S = 20.0
 PEPPER, ID_SECRET = "chaos-pepper-0123456789", "chaos-id-secret-0123456789"
-KEYRING = "chaos:Y2hhb3MtY2hhb3MtY2hhb3MtY2hhb3MtY2hhb3MhIQ=="  # 32 bytes, base64
+KEYRING = "chaos:" + base64.b64encode(b"chaos-chaos-chaos-chaos-chaos!!!").decode()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from contracts import (
     ChatRequested,
     ClientAttached,
     ClientDetached,
+    GatewayAlive,
     Completed,
     DeadLetter,
     Delta,
@@ -73,8 +74,9 @@ def _other_events() -> list[Event]:
             reply_partition=2,
         ),
         CancelRequested(request_id=REQUEST_ID, reason="disconnect_grace"),
-        ClientAttached(request_id=REQUEST_ID),
+        ClientAttached(request_id=REQUEST_ID, node="gw-1-0a1b2c3d"),
         ClientDetached(request_id=REQUEST_ID, grace_s=30.0),
+        GatewayAlive(request_id="gw-1-0a1b2c3d", grace_s=30.0),
         UsageRecorded(
             request_id=REQUEST_ID,
             attempt="a1",
@@ -154,6 +156,7 @@ class TestJsonRoundTrip:
             "CancelRequested": "cancel_requested",
             "ClientAttached": "client_attached",
             "ClientDetached": "client_detached",
+            "GatewayAlive": "gateway_alive",
             "UsageRecorded": "usage_recorded",
             "DeadLetter": "dead_letter",
         }

@@ -57,7 +57,7 @@ class FakeStore:
     """Counts lookups; answers for one key."""
 
     def __init__(self, key: str) -> None:
-        self.key, self.lookups = key, 0
+        self.key, self.lookups, self.down = key, 0, False
 
     def hash(self, key: str) -> str:
         return f"h:{key}"
@@ -65,6 +65,8 @@ class FakeStore:
     async def principal_by_hash(self, digest: str) -> Principal | None:
         self.lookups += 1
         await asyncio.sleep(0.01)
+        if self.down:
+            raise OSError("connection refused")
         if digest != f"h:{self.key}":
             return None
         return Principal("acme", "key_1", False, Limits(rpm=5))
@@ -102,3 +104,24 @@ class TestAuthenticator:
         await auth.caller(key)
         await auth.caller(key)
         assert store.lookups == 2
+
+    async def test_with_the_database_away_a_key_seen_recently_keeps_its_answer(self) -> None:
+        key, stranger = new_key(), new_key()
+        store = FakeStore(key)
+        auth = Authenticator(store, ttl_s=0, stale_s=60)  # type: ignore[arg-type]
+        assert (await auth.caller(key)).tenant == "acme"  # type: ignore[union-attr]
+        store.down = True
+        assert (await auth.caller(key)).tenant == "acme"  # type: ignore[union-attr]
+        with pytest.raises(OSError):  # never checked: no answer to fall back on
+            await auth.caller(stranger)
+        store.down = False
+        assert await auth.caller(stranger) is None
+
+    async def test_a_stale_answer_too_old_is_not_used(self) -> None:
+        key = new_key()
+        store = FakeStore(key)
+        auth = Authenticator(store, ttl_s=0, stale_s=0)  # type: ignore[arg-type]
+        await auth.caller(key)
+        store.down = True
+        with pytest.raises(OSError):
+            await auth.caller(key)
