@@ -6,6 +6,7 @@ import sys
 import structlog
 from structlog.typing import Processor
 
+from services.common.log_throttle import RepeatThrottle
 from services.common.settings import LogSettings
 
 bind_request = structlog.contextvars.bound_contextvars
@@ -44,6 +45,8 @@ def configure_logging(settings: LogSettings, service: str) -> structlog.stdlib.B
             ],
         )
     )
+    # A client retrying a broker that is away logs hundreds of lines a second; keep one per 10 s.
+    handler.addFilter(RepeatThrottle())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
