@@ -1,4 +1,5 @@
-"""A PNG of the results: TTFT and throughput against concurrency, and the coalescing sweep."""
+"""PNGs of the results: TTFT and throughput against concurrency and the coalescing sweep
+(the benchmark), and memory and file descriptors over time (the soak)."""
 
 from pathlib import Path
 from typing import Any
@@ -72,3 +73,29 @@ def _sweep(ax: Any, sweep: dict[str, Any]) -> None:
     ax.set_title(f"Coalescing window, {sweep['concurrency']} streams")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def plot_soak(result: dict[str, Any], path: Path) -> None:
+    """RSS and open file descriptors of every process over the soak, one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rss, fds) = plt.subplots(1, 2, figsize=(14, 4.8))
+    for name, series in sorted(result["samples"].items()):
+        minutes = [t / 60 for t, _, _ in series]
+        rss.plot(minutes, [r for _, r, _ in series], label=name)
+        fds.plot(minutes, [f for _, _, f in series], label=name)
+    config = result["config"]
+    fig.suptitle(
+        f"soak: {result['requests']} requests at {config['rate']:g}/s, "
+        f"{result['mismatches'] + result['resume_mismatches']} mismatches"
+    )
+    rss.set(xlabel="minutes", ylabel="RSS (MiB)", title="memory")
+    fds.set(xlabel="minutes", ylabel="open file descriptors", title="file descriptors")
+    rss.legend(fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
