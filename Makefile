@@ -12,6 +12,7 @@ KAFKA_POM := infra/kafka/pom.xml
 KAFKA_LIBS := infra/kafka/.libs
 KAFKA_DATA ?= .kafka-data
 PYTEST_ARGS ?=
+DURATION ?= 600
 # Renders infra/k8s where kubectl (which has it built in) is missing: tests/unit/test_k8s.py.
 KUSTOMIZE_VERSION := v5.5.0
 KUSTOMIZE := .tools/bin/kustomize
@@ -20,7 +21,7 @@ PROMTOOL_VERSION := v0.316.0
 PROMTOOL := .tools/bin/promtool
 
 .PHONY: help install kafka-jars kafka-up kafka-down kafka-status topics run test test-unit \
-        test-kafka test-e2e chaos bench asyncapi lint fmt clean screenshot kustomize promtool
+        test-kafka test-e2e chaos soak bench asyncapi lint fmt clean screenshot kustomize promtool
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,8 +63,11 @@ test-unit: install ## Fast tests, no broker
 test-kafka: install kafka-jars ## Real-broker tests only
 	$(PY) pytest -m "kafka" $(PYTEST_ARGS)
 
-chaos: install kafka-jars ## Faults on purpose only: broker killed and frozen, worker killed (docs/reliability.md)
+chaos: install kafka-jars ## Faults on purpose only: broker killed and frozen, worker and gateway killed, PostgreSQL stopped (docs/reliability.md)
 	$(PY) pytest tests/chaos $(PYTEST_ARGS)
+
+soak: install kafka-jars ## Mixed load at half the benchmark's maximum for DURATION s (600): mismatches, usage, RSS and fds
+	$(PY) python -m services.bench.soak --duration $(DURATION) --json docs/bench/soak.json --plot docs/bench/soak.png
 
 bench: install kafka-jars ## Benchmark: tokenbus vs direct llmsim, 1..1000 streams (< 15 min)
 	$(PY) python -m services.bench --json docs/bench/latest.json --plot docs/bench/latest.png

@@ -9,7 +9,7 @@ over the WebSocket (`websockets`), a stream cut and resumed on the other node wi
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -34,14 +34,29 @@ class Done:
     status: str = "ok"  # the usage status the database must hold for it
 
 
-@dataclass(frozen=True)
+@dataclass
 class Nodes:
-    """Two gateway URLs (resumes go to the second), the model and the answer length."""
+    """Two gateway URLs (resumes go to the second), the model and the answer length, and the
+    clients shared by every request (as an app keeps one): open them with `async with`."""
 
     first: str
     second: str
     model: str = "small"
     max_tokens: int = 24
+    sdk: AsyncOpenAI = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+
+    async def __aenter__(self) -> "Nodes":
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
+        self.http = httpx.AsyncClient(timeout=60, limits=limits)
+        self.sdk = AsyncOpenAI(
+            base_url=f"{self.first}/v1", api_key="sk-soak", max_retries=0, timeout=60
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.sdk.close()
+        await self.http.aclose()
 
 
 def expected(messages: list[dict[str, Any]], max_tokens: int) -> str:
@@ -52,38 +67,32 @@ def _messages(n: int) -> list[dict[str, Any]]:
     return [{"role": "user", "content": f"Soak question {n}: what is a log?"}]
 
 
-def _sdk(url: str) -> AsyncOpenAI:
-    return AsyncOpenAI(base_url=f"{url}/v1", api_key="sk-soak", max_retries=0, timeout=60)
-
-
 async def chat_stream(nodes: Nodes, n: int) -> Done:
     messages, text, usage, request_id = _messages(n), "", None, None
-    async with _sdk(nodes.first) as client:
-        stream = await client.chat.completions.create(
-            model=nodes.model,
-            messages=messages,  # type: ignore[arg-type]
-            max_tokens=nodes.max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-        )  # type: ignore[call-overload]
-        async for chunk in stream:
-            request_id = chunk.id
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-            if chunk.usage is not None:
-                usage = chunk.usage.total_tokens
+    stream = await nodes.sdk.chat.completions.create(
+        model=nodes.model,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=nodes.max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+    )  # type: ignore[call-overload]
+    async for chunk in stream:
+        request_id = chunk.id
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        if chunk.usage is not None:
+            usage = chunk.usage.total_tokens
     ok = text == expected(messages, nodes.max_tokens)
     return Done("chat_stream", OK if ok else MISMATCH, request_id, usage)
 
 
 async def chat(nodes: Nodes, n: int) -> Done:
     messages = _messages(n)
-    async with _sdk(nodes.first) as client:
-        answer = await client.chat.completions.create(
-            model=nodes.model,
-            messages=messages,  # type: ignore[arg-type]
-            max_tokens=nodes.max_tokens,
-        )
+    answer = await nodes.sdk.chat.completions.create(
+        model=nodes.model,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=nodes.max_tokens,
+    )
     ok = answer.choices[0].message.content == expected(messages, nodes.max_tokens)
     usage = answer.usage.total_tokens if answer.usage else None
     return Done("chat", OK if ok else MISMATCH, answer.id, usage)
@@ -92,16 +101,15 @@ async def chat(nodes: Nodes, n: int) -> Done:
 async def responses(nodes: Nodes, n: int) -> Done:
     question = _messages(n)[0]["content"]
     text, usage, request_id = "", None, None
-    async with _sdk(nodes.first) as client:
-        stream = await client.responses.create(
-            model=nodes.model, input=question, max_output_tokens=nodes.max_tokens, stream=True
-        )
-        async for event in stream:
-            if event.type == "response.output_text.delta":
-                text += event.delta
-            elif event.type == "response.completed":
-                request_id = request_of_response(event.response.id)
-                usage = event.response.usage.total_tokens if event.response.usage else None
+    stream = await nodes.sdk.responses.create(
+        model=nodes.model, input=question, max_output_tokens=nodes.max_tokens, stream=True
+    )
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        elif event.type == "response.completed":
+            request_id = request_of_response(event.response.id)
+            usage = event.response.usage.total_tokens if event.response.usage else None
     ok = text == expected([{"role": "user", "content": question}], nodes.max_tokens)
     return Done("responses", OK if ok else MISMATCH, request_id, usage)
 
@@ -165,49 +173,45 @@ def _piece(chunk: dict[str, Any]) -> str:
 
 async def resume(nodes: Nodes, n: int) -> Done:
     """Read a few pieces on the first node, hang up, and read the rest on the second."""
-    messages, head, last_id = _messages(n), "", None
-    async with httpx.AsyncClient(timeout=60) as client:
-        async with client.stream(
-            "POST", f"{nodes.first}/v1/chat/completions", json=_body(nodes, messages)
-        ) as resp:
-            if resp.status_code != 200:
-                return Done("resume", f"http_{resp.status_code}")
-            request_id = resp.headers["x-request-id"]
-            async for event_id, chunk in _events(resp):
-                if chunk is None or "error" in chunk:
-                    return Done("resume", "ended_before_the_cut", request_id)
-                head += _piece(chunk)
-                last_id = event_id
-                if len(head) >= 8:
-                    break
-        tail, usage = "", None
-        headers = {"last-event-id": last_id} if last_id else {}
-        async with client.stream(
-            "GET", f"{nodes.second}/v1/streams/{request_id}", headers=headers
-        ) as resp:
-            if resp.status_code != 200:
-                return Done("resume", f"resume_http_{resp.status_code}", request_id)
-            async for _, chunk in _events(resp):
-                if chunk is None:
-                    break
-                if "error" in chunk:
-                    return Done("resume", f"resume_{chunk['error'].get('code')}", request_id)
-                tail += _piece(chunk)
-                if chunk.get("usage"):
-                    usage = chunk["usage"]["total_tokens"]
+    messages, head, last_id, client = _messages(n), "", None, nodes.http
+    async with client.stream(
+        "POST", f"{nodes.first}/v1/chat/completions", json=_body(nodes, messages)
+    ) as resp:
+        if resp.status_code != 200:
+            return Done("resume", f"http_{resp.status_code}")
+        request_id = resp.headers["x-request-id"]
+        async for event_id, chunk in _events(resp):
+            if chunk is None or "error" in chunk:
+                return Done("resume", "ended_before_the_cut", request_id)
+            head += _piece(chunk)
+            last_id = event_id
+            if len(head) >= 8:
+                break
+    tail, usage = "", None
+    headers = {"last-event-id": last_id} if last_id else {}
+    async with client.stream(
+        "GET", f"{nodes.second}/v1/streams/{request_id}", headers=headers
+    ) as resp:
+        if resp.status_code != 200:
+            return Done("resume", f"resume_http_{resp.status_code}", request_id)
+        async for _, chunk in _events(resp):
+            if chunk is None:
+                break
+            if "error" in chunk:
+                return Done("resume", f"resume_{chunk['error'].get('code')}", request_id)
+            tail += _piece(chunk)
+            if chunk.get("usage"):
+                usage = chunk["usage"]["total_tokens"]
     ok = head + tail == expected(messages, nodes.max_tokens)
     return Done("resume", OK if ok else RESUME_MISMATCH, request_id, usage)
 
 
 async def cancel(nodes: Nodes, n: int) -> Done:
     """Start a stream, cancel it from the other node after a piece, read it to its end."""
-    messages, text, finish = _messages(n), "", None
-    async with (
-        httpx.AsyncClient(timeout=60) as client,
-        client.stream(
-            "POST", f"{nodes.first}/v1/chat/completions", json=_body(nodes, messages)
-        ) as resp,
-    ):
+    messages, text, finish, client = _messages(n), "", None, nodes.http
+    async with client.stream(
+        "POST", f"{nodes.first}/v1/chat/completions", json=_body(nodes, messages)
+    ) as resp:
         if resp.status_code != 200:
             return Done("cancel", f"http_{resp.status_code}")
         request_id = resp.headers["x-request-id"]

@@ -150,9 +150,12 @@ async def reconcile(done: list[Done], database_url: str, within_s: float = 60) -
     per_request = Counter(row.request_id for row in rows)
     by_id = {row.request_id: row for row in rows}
     told = {d.request_id: d.total_tokens for d in done if d.request_id in ids and d.total_tokens}
+    missing = ids - stored
     return {
         "requests_answered": len(ids),
-        "missing": len(ids - stored),
+        "missing": len(missing),
+        "missing_by_kind": dict(Counter(d.kind for d in done if d.request_id in missing)),
+        "missing_examples": sorted(missing)[:5],
         "stored_twice": sum(1 for n in per_request.values() if n > 1),
         "status_differs": sum(
             1
@@ -212,7 +215,7 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
                 procs[proc.name] = psutil.Process(proc.proc.pid)
             nodes = Nodes(
                 system.gateways[0].url, system.gateways[1].url, max_tokens=options.max_tokens
-            )
+            )  # its clients are opened in the soak's own event loop
             print(f"soak: {rate:g} requests/s for {options.duration_s:g} s; logs in {logs}")
             result = asyncio.run(_soak(nodes, rate, options, procs, database_url))
         finally:
@@ -245,11 +248,13 @@ async def _soak(
     samples, stop = Samples(), asyncio.Event()
     sampling = asyncio.create_task(_sample(procs, samples, options.sample_s, stop))
     started = time.monotonic()
-    done = await _drive(nodes, rate, options.duration_s)
-    wall_s = time.monotonic() - started
+    async with nodes:
+        done = await _drive(nodes, rate, options.duration_s)
+    drained_s = time.monotonic() - started - options.duration_s
     stop.set()
     await sampling
-    result = summarize(done, wall_s)
+    result = summarize(done, options.duration_s)
+    result["last_answers_after_s"] = round(drained_s, 1)  # the tail once sending stopped
     result["usage"] = await reconcile(done, database_url)
     result["processes"] = {name: growth(s) for name, s in samples.series.items() if s}
     result["samples"] = samples.series

@@ -88,6 +88,10 @@ class Worker:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._offsets = OffsetTracker()
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        # Requests inside `Generation.run`, the only place a cancel is handled: before it, a
+        # cancel is remembered for the start; after it (the answer is complete, its usage is
+        # being published), a cancel is too late and must not interrupt the bookkeeping.
+        self._generating: set[str] = set()
         # Cancels that arrived before their request did (both topics race), kept briefly.
         self._early_cancels: dict[str, float] = {}
         self._closing = False
@@ -159,10 +163,11 @@ class Worker:
     def cancel(self, request_id: str, reason: str) -> bool:
         """Cancel a request this worker holds; return whether it held it."""
         task = self._inflight.get(request_id)
-        if task is None:
+        if task is None or request_id not in self._generating:
             self._remember_early_cancel(request_id)
-            return False
+            return task is not None
         log.info("cancel_requested", request_id=request_id, reason=reason)
+        self._generating.discard(request_id)  # once: a second cancel would cut the first's end
         task.cancel(CANCEL_MSG)
         return True
 
@@ -243,7 +248,11 @@ class Worker:
                 deadline=self._deadline(request),
                 tracer=self._tracer,
             )
-            outcome = await generation.run()
+            self._generating.add(request.request_id)
+            try:
+                outcome = await generation.run()
+            finally:
+                self._generating.discard(request.request_id)
         await reply.close()
         record = _usage_record(request, attempt, route, outcome, started_at, t0)
         if self._metrics is not None:
