@@ -16,6 +16,7 @@ import httpx
 import openai
 from openai import AsyncOpenAI
 from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
 
 from contracts import request_of_response
 from services.bench.load import LLMSIM_DEFAULT_MAX_TOKENS
@@ -253,5 +254,5 @@ async def run_one(kind: str, nodes: Nodes, n: int) -> Done:
         return await RUNNERS[kind](nodes, n)
     except openai.APIStatusError as exc:
         return Done(kind, f"http_{exc.status_code}")
-    except (openai.APIError, httpx.HTTPError, OSError, TimeoutError) as exc:
+    except (openai.APIError, httpx.HTTPError, WebSocketException, OSError, TimeoutError) as exc:
         return Done(kind, type(exc).__name__)

@@ -1,7 +1,9 @@
 """The broker killed (SIGKILL) and started again on its data, mid-answer, under a real system
 with two gateway nodes and two workers: every service reconnects by itself, every stream ends
 with its whole text or with a retryable error after which a resume gives the whole text, new
-requests succeed soon after the broker is back, and `/readyz` says when it is away.
+requests succeed soon after the broker is back, and `/readyz` says when it is away. Beside
+the streams, two requests of every kind of the soak's mixed load (chat not streamed,
+Responses, WebSocket, resume, cancel) end right, or with an error a retry fixes.
 
 A broker of its own (not the session's), since it is the one thing killed here."""
 
@@ -9,7 +11,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import httpx
 import pytest
 
 from infra.kafka.local import LocalBroker
+from services.bench.mixed import KINDS, MISMATCH, OK, RESUME_MISMATCH, Nodes, run_one
 from services.procs import free_port
 from tests.e2e.helpers import direct_texts, eventually, stream_text
 from tests.e2e.sse import Frame, chat_text, iter_frames, last_id, parse_frames, stream_error
@@ -54,6 +57,12 @@ def system(broker: LocalBroker, logs_dir: Path) -> Iterator[System]:
         llmsim_env={"TOKENBUS_LLMSIM_TTFT_MS": "50", "TOKENBUS_LLMSIM_TOKENS_PER_SECOND": "20"},
     ) as sys_:
         yield sys_
+
+
+@pytest.fixture
+async def mixed_nodes(system: System) -> AsyncIterator[Nodes]:
+    async with Nodes(*(g.url for g in system.gateways), max_tokens=TOKENS) as nodes:
+        yield nodes
 
 
 def _body(n: int) -> dict[str, Any]:
@@ -120,7 +129,10 @@ async def frozen(broker: LocalBroker, nodes: list[str]) -> None:
 
 @pytest.mark.parametrize("fault", [killed_and_restarted, frozen], ids=["killed", "frozen"])
 async def test_a_broker_outage_mid_answer_loses_no_text(
-    broker: LocalBroker, system: System, fault: Callable[[LocalBroker, list[str]], Awaitable[None]]
+    broker: LocalBroker,
+    system: System,
+    mixed_nodes: Nodes,
+    fault: Callable[[LocalBroker, list[str]], Awaitable[None]],
 ) -> None:
     nodes = [g.url for g in system.gateways]
     bodies = [_body(n) for n in range(STREAMS)]
@@ -130,6 +142,9 @@ async def test_a_broker_outage_mid_answer_loses_no_text(
         for n, body in enumerate(bodies)
     ]
     await asyncio.wait_for(asyncio.gather(*(s.wait() for s in started)), 30)
+    # Beside them, two requests of every other kind apps send (Responses, WebSocket, ...).
+    kinds = [kind for kind in KINDS for _ in range(2)]
+    mixed = [asyncio.create_task(run_one(kind, mixed_nodes, n)) for n, kind in enumerate(kinds)]
 
     await fault(broker, nodes)
     back_at = time.monotonic()
@@ -168,4 +183,17 @@ async def test_a_broker_outage_mid_answer_loses_no_text(
         return bool(text)
 
     await eventually(answers, within=30)
-    print(f"{fault.__name__}: {outcomes}, answering {time.monotonic() - back_at:.1f} s after")
+
+    # The mixed requests: right, or an error that a retry of the same request fixes; never a
+    # text that differs.
+    mixed_outcomes: list[str] = []
+    for n, done in enumerate(await asyncio.wait_for(asyncio.gather(*mixed), 180)):
+        assert done.outcome not in (MISMATCH, RESUME_MISMATCH), done
+        if done.outcome != OK:
+            again = await run_one(done.kind, mixed_nodes, n)
+            assert again.outcome == OK, (done, again)
+        mixed_outcomes.append(f"{done.kind}:{done.outcome}")
+    print(
+        f"{fault.__name__}: {outcomes}, mixed {mixed_outcomes}, "
+        f"answering {time.monotonic() - back_at:.1f} s after"
+    )
