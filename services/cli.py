@@ -11,6 +11,7 @@ import typer
 import uvicorn
 
 from services.common.logging import configure_logging
+from services.common.settings import HttpSettings
 from services.common.telemetry import make_tracer_provider
 from services.tenants.cli import register_commands
 
@@ -45,8 +46,7 @@ class _Server(uvicorn.Server):
 
 def _serve(
     asgi_app: object,
-    host: str,
-    port: int,
+    settings: HttpSettings,
     *,
     drain: Callable[[Callable[[], None]], None] | None = None,
     graceful_s: float = 15,
@@ -55,10 +55,11 @@ def _serve(
     # uvicorn stops accepting and waits up to `graceful_s` for open connections.
     config = uvicorn.Config(
         asgi_app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=int(graceful_s),
+        timeout_keep_alive=int(settings.keep_alive_s),
     )
     _Server(config, drain).run()
 
@@ -89,8 +90,7 @@ def gateway(
     # clients are told to resume elsewhere; then uvicorn stops, giving what is left 5 s.
     _serve(
         asgi,
-        settings.host,
-        settings.port,
+        settings,
         drain=asgi.state.node.request_drain,
         graceful_s=5,
     )
@@ -104,11 +104,7 @@ def inference(port: PortOpt = None) -> None:
 
     settings = InferenceSettings(**({"port": port} if port is not None else {}))  # type: ignore[arg-type]
     configure_logging(settings, "inference")
-    _serve(
-        create_app(settings, make_tracer_provider(settings, "inference")),
-        settings.host,
-        settings.port,
-    )
+    _serve(create_app(settings, make_tracer_provider(settings, "inference")), settings)
 
 
 @app.command()
@@ -119,7 +115,7 @@ def llmsim(port: PortOpt = None) -> None:
 
     settings = LlmsimSettings(**({"port": port} if port is not None else {}))  # type: ignore[arg-type]
     configure_logging(settings, "llmsim")
-    _serve(create_app(settings), settings.host, settings.port)
+    _serve(create_app(settings), settings)
 
 
 @app.command()
@@ -143,11 +139,7 @@ def analytics(
         overrides["port"] = port
     settings = AnalyticsSettings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings, "analytics")
-    _serve(
-        create_app(settings, make_tracer_provider(settings, "analytics")),
-        settings.host,
-        settings.port,
-    )
+    _serve(create_app(settings, make_tracer_provider(settings, "analytics")), settings)
 
 
 FilterOpt = Annotated[str | None, typer.Option(show_default=False)]

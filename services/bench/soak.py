@@ -48,19 +48,30 @@ class SoakOptions:
     bootstrap: str | None = None  # a running broker (else one of its own)
 
 
+Sample = tuple[float, float, int, int, int]  # s since start, RSS MiB, fds, clients', Kafka's
+
+
 @dataclass
 class Samples:
-    """Per process: (seconds since start, RSS MiB, open fds)."""
+    """Per process: RSS and open fds, and of those fds the TCP connections clients hold to
+    its port (a client's keep-alive pool, not the process's doing) and those to the broker."""
 
-    series: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    ports: dict[str, int]  # the port each service listens on
+    broker_port: int
+    series: dict[str, list[Sample]] = field(default_factory=dict)
 
     def take(self, procs: dict[str, psutil.Process], t: float) -> None:
         for name, proc in procs.items():
             try:
                 rss, fds = proc.memory_info().rss / 2**20, proc.num_fds()
+                conns = proc.net_connections(kind="tcp")
             except psutil.Error:
                 continue
-            self.series.setdefault(name, []).append((round(t, 1), round(rss, 1), fds))
+            port = self.ports.get(name)
+            inbound = sum(1 for c in conns if c.raddr and c.laddr.port == port)
+            kafka = sum(1 for c in conns if c.raddr and c.raddr.port == self.broker_port)
+            sample = (round(t, 1), round(rss, 1), fds, inbound, kafka)
+            self.series.setdefault(name, []).append(sample)
 
 
 def half_the_benchmark(path: Path = BENCH_RESULT) -> float:
@@ -85,18 +96,30 @@ def slope_per_min(points: list[tuple[float, float]]) -> float:
     return 0.0 if var == 0 else 60 * sum((t - mx) * (v - my) for t, v in points) / var
 
 
-def growth(series: list[tuple[float, float, int]]) -> dict[str, float]:
-    """Slopes over the whole run and over its second half (where growth must have levelled)."""
+def growth(series: list[Sample]) -> dict[str, float]:
+    """Slopes over the whole run and over its second half (where growth must have levelled);
+    `own_fds` are the fds less the connections clients hold to the process."""
     half = series[len(series) // 2 :]
+
+    def slope(points: list[Sample], value: int) -> float:
+        return round(slope_per_min([(p[0], p[value]) for p in points]), 3)
+
+    own = [(t, 0.0, f - inbound, 0, 0) for t, _, f, inbound, _ in series]
     return {
         "rss_mib_first": series[0][1],
         "rss_mib_last": series[-1][1],
-        "rss_mib_per_min": round(slope_per_min([(t, r) for t, r, _ in series]), 3),
-        "rss_mib_per_min_2nd_half": round(slope_per_min([(t, r) for t, r, _ in half]), 3),
+        "rss_mib_per_min": slope(series, 1),
+        "rss_mib_per_min_2nd_half": slope(half, 1),
         "fds_first": series[0][2],
         "fds_last": series[-1][2],
-        "fds_per_min": round(slope_per_min([(t, f) for t, _, f in series]), 3),
-        "fds_per_min_2nd_half": round(slope_per_min([(t, f) for t, _, f in half]), 3),
+        "fds_per_min": slope(series, 2),
+        "fds_per_min_2nd_half": slope(half, 2),
+        "client_sockets_last": series[-1][3],
+        "kafka_connections_first": series[0][4],
+        "kafka_connections_last": series[-1][4],
+        "own_fds_first": own[0][2],
+        "own_fds_last": own[-1][2],
+        "own_fds_per_min_2nd_half": slope(own[len(own) // 2 :], 2),
     }
 
 
@@ -210,14 +233,21 @@ def run_soak(options: SoakOptions) -> dict[str, Any]:
             system.start(workers=2, gateways=2)
             system.start_analytics(database_url)
             procs = service_processes(system)
+            ports = {
+                "gateway" if p is system.gateway else p.name: p.port for p in system.processes()
+            }
             for proc in system.analytics:
                 assert proc.proc is not None
                 procs[proc.name] = psutil.Process(proc.proc.pid)
+                ports[proc.name] = proc.port
+            broker_port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
             nodes = Nodes(
                 system.gateways[0].url, system.gateways[1].url, max_tokens=options.max_tokens
             )  # its clients are opened in the soak's own event loop
             print(f"soak: {rate:g} requests/s for {options.duration_s:g} s; logs in {logs}")
-            result = asyncio.run(_soak(nodes, rate, options, procs, database_url))
+            result = asyncio.run(
+                _soak(nodes, rate, options, procs, ports, broker_port, database_url)
+            )
         finally:
             for proc in system.analytics:
                 proc.stop()
@@ -243,9 +273,11 @@ async def _soak(
     rate: float,
     options: SoakOptions,
     procs: dict[str, psutil.Process],
+    ports: dict[str, int],
+    broker_port: int,
     database_url: str,
 ) -> dict[str, Any]:
-    samples, stop = Samples(), asyncio.Event()
+    samples, stop = Samples(ports, broker_port), asyncio.Event()
     sampling = asyncio.create_task(_sample(procs, samples, options.sample_s, stop))
     started = time.monotonic()
     async with nodes:
@@ -287,15 +319,17 @@ def table(result: dict[str, Any]) -> str:
         f"{u['tokens_in_database']} |",
         "",
         "| process | RSS MiB first → last | MiB/min (2nd half) | fds first → last "
-        "| fds/min (2nd half) |",
-        "|---|---|---|---|---|",
+        "| of which clients' sockets, at the end | Kafka connections | own fds first → last "
+        "| own fds/min (2nd half) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, g in sorted(result["processes"].items()):
         lines.append(
             f"| {name} | {g['rss_mib_first']} → {g['rss_mib_last']} | "
             f"{g['rss_mib_per_min']} ({g['rss_mib_per_min_2nd_half']}) | "
-            f"{g['fds_first']} → {g['fds_last']} | {g['fds_per_min']} "
-            f"({g['fds_per_min_2nd_half']}) |"
+            f"{g['fds_first']} → {g['fds_last']} | {g['client_sockets_last']} | "
+            f"{g['kafka_connections_first']} → {g['kafka_connections_last']} | "
+            f"{g['own_fds_first']} → {g['own_fds_last']} | {g['own_fds_per_min_2nd_half']} |"
         )
     return "\n".join(lines)
 

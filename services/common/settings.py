@@ -56,6 +56,13 @@ class HttpSettings(ServiceSettings):
 
     host: str = Field(default="127.0.0.1", description="Address to bind", examples=["0.0.0.0"])
     port: int = Field(default=8080, ge=0, le=65535, description="Port to bind", examples=[8080])
+    keep_alive_s: float = Field(
+        default=75.0,
+        ge=1,
+        description="How long an idle client connection stays open: longer than a load"
+        " balancer's idle timeout (60 s on AWS) and a client pool's, so the server never closes"
+        " a connection just as a client reuses it",
+    )
 
 
 class LogSettings(ServiceSettings):

@@ -75,8 +75,8 @@ class HistoryReader:
 
     async def _run(self) -> None:
         consumer = assigned_consumer(self._bootstrap, self._client_id)
-        await consumer.start()
         try:
+            await consumer.start()
             consumer.assign([self._tp])
             # The end first: a record published while the start is looked up lies past it.
             end = (await consumer.end_offsets([self._tp]))[self._tp]
@@ -88,7 +88,10 @@ class HistoryReader:
                 if not self.caught_up.is_set() and await consumer.position(self._tp) >= end:
                     self.caught_up.set()
         finally:
-            await consumer.stop()
+            # Shielded: `stop()` may be cancelled again while the consumer closes (its caller
+            # was cancelled too), and a close cut short leaks the consumer's connections (the
+            # soak found 16 in 770 resumes).
+            await asyncio.shield(consumer.stop())
 
     async def _seek(self, consumer: AIOKafkaConsumer, end: int) -> None:
         start_ms = max(0, self._ref.created_ms - CLOCK_SKEW_MS)
