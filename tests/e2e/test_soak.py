@@ -38,5 +38,8 @@ def test_a_minute_of_mixed_load_loses_nothing_and_usage_is_exact(
     assert result["cancelled"] >= 1  # some cancels landed mid-answer
     for name in ("gateway", "gateway-1", "inference-0", "inference-1", "analytics-0"):
         assert len(result["samples"][name]) >= 60 / 5, name  # sampled throughout
+    for name in ("gateway", "gateway-1"):  # resumes and cancels leave no consumer behind
+        growth = result["processes"][name]
+        assert growth["kafka_connections_last"] <= growth["kafka_connections_first"], growth
     assert json.loads((tmp_path / "soak.json").read_text())["requests"] == result["requests"]
     assert (tmp_path / "soak.png").stat().st_size > 10_000
