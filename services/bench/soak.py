@@ -315,6 +315,7 @@ def table(result: dict[str, Any]) -> str:
         f"| text mismatches | {result['mismatches']} |",
         f"| resumes not joined exactly | {result['resume_mismatches']} |",
         f"| usage rows missing / stored twice | {u['missing']} / {u['stored_twice']} |",
+        f"| usage status unlike the client's (ok / cancelled) | {u['status_differs']} |",
         f"| tokens: clients / database | {u['tokens_told_to_clients']} / "
         f"{u['tokens_in_database']} |",
         "",

@@ -138,6 +138,9 @@ class Generation:
         self._finish_reason: str | None = None
         self._first_delta = True
         self._tries: list[BackendTry] = []
+        # Set once the last event is being sent: a cancel now would end the request twice
+        # (a `completed` already on its way, then `cancelled`), so the worker ignores it.
+        self.ending = False
         self._last_code: ErrorCode | None = None
         self._current: PlannedTry | None = None
         self._tracer = tracer or trace.get_tracer("tokenbus.inference")
@@ -361,12 +364,14 @@ class Generation:
         )
 
     async def _end(self, status: str, finish: str, code: ErrorCode | None) -> Outcome:
+        self.ending = True
         await self._coalescer.flush()
         usage = self._usage if status == "ok" and self._usage else self._estimated_usage()
         await self._reply.completed(finish_reason=finish, usage=usage)
         return Outcome(status, finish, usage, self._ttft_ms, code, self._tries, self._current)
 
     async def _end_failed(self, code: ErrorCode, message: str) -> Outcome:
+        self.ending = True
         await self._coalescer.flush()
         usage = self._estimated_usage()
         await self._reply.failed(

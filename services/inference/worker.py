@@ -89,9 +89,10 @@ class Worker:
         self._offsets = OffsetTracker()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         # Requests inside `Generation.run`, the only place a cancel is handled: before it, a
-        # cancel is remembered for the start; after it (the answer is complete, its usage is
-        # being published), a cancel is too late and must not interrupt the bookkeeping.
-        self._generating: set[str] = set()
+        # cancel is remembered for the start; once the generation is ending (its last event
+        # is on its way, then its usage and commit), a cancel is too late and must not
+        # interrupt that.
+        self._generating: dict[str, Generation] = {}
         # Cancels that arrived before their request did (both topics race), kept briefly.
         self._early_cancels: dict[str, float] = {}
         self._closing = False
@@ -163,11 +164,12 @@ class Worker:
     def cancel(self, request_id: str, reason: str) -> bool:
         """Cancel a request this worker holds; return whether it held it."""
         task = self._inflight.get(request_id)
-        if task is None or request_id not in self._generating:
+        generation = self._generating.get(request_id)
+        if task is None or generation is None or generation.ending:
             self._remember_early_cancel(request_id)
             return task is not None
         log.info("cancel_requested", request_id=request_id, reason=reason)
-        self._generating.discard(request_id)  # once: a second cancel would cut the first's end
+        del self._generating[request_id]  # once: a second cancel would cut the first's end
         task.cancel(CANCEL_MSG)
         return True
 
@@ -248,11 +250,11 @@ class Worker:
                 deadline=self._deadline(request),
                 tracer=self._tracer,
             )
-            self._generating.add(request.request_id)
+            self._generating[request.request_id] = generation
             try:
                 outcome = await generation.run()
             finally:
-                self._generating.discard(request.request_id)
+                self._generating.pop(request.request_id, None)
         await reply.close()
         record = _usage_record(request, attempt, route, outcome, started_at, t0)
         if self._metrics is not None:
